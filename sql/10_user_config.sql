@@ -1,0 +1,124 @@
+-- user_config logic: every auth user gets a config row with a fresh webhook token; the token changes
+-- only through rotate_webhook_token(), and only to a fresh random value.
+--
+-- Guarantees:
+--   * private.new_webhook_token(): 32 random bytes (256 bits) from pgcrypto, URL-safe base64 without
+--     padding: 43 characters of [A-Za-z0-9_-].
+--   * A new row in auth.users gets its public.user_config row in the same transaction.
+--   * Any change of user_config.webhook_token outside rotate_webhook_token() is refused (42501), and
+--     even inside it the new value is generated here, never chosen by the caller. The old token stops
+--     working at commit: ingest_signal looks tokens up in this table only.
+--   * updated_at follows every change the trader makes.
+
+create or replace function private.new_webhook_token()
+returns text
+language sql
+volatile
+set search_path = ''
+as $$
+  select translate(encode(extensions.gen_random_bytes(32), 'base64'), '+/=', '-_');
+$$;
+comment on function private.new_webhook_token() is '256 random bits, URL-safe base64 (43 chars).';
+revoke all on function private.new_webhook_token() from public, anon, authenticated, service_role;
+
+create or replace function private.handle_new_auth_user()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  insert into public.user_config (user_id, webhook_token)
+  values (new.id, private.new_webhook_token())
+  on conflict (user_id) do nothing;
+  return new;
+end;
+$$;
+comment on function private.handle_new_auth_user() is 'Trigger on auth.users: creates the user''s user_config row with a fresh webhook token.';
+revoke all on function private.handle_new_auth_user() from public, anon, authenticated, service_role;
+
+create or replace trigger on_auth_user_created
+  after insert on auth.users
+  for each row execute function private.handle_new_auth_user();
+
+create or replace function private.guard_user_config_update()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if new.webhook_token is distinct from old.webhook_token then
+    if coalesce(current_setting('signal_capture.rotating_token', true), '') <> 'on' then
+      raise exception 'webhook_token cannot be set directly: call rotate_webhook_token()'
+        using errcode = '42501';
+    end if;
+    new.webhook_token := private.new_webhook_token();
+    new.webhook_token_rotated_at := now();
+  end if;
+  -- Quota counters churn on every signal; only what the trader or an operator changes moves updated_at.
+  if (new.webhook_token, new.webhook_enabled, new.default_chart_id, new.tradingview_cookies_sealed,
+      new.cookies_valid, new.plan, new.screenshot_resolution, new.chart_theme, new.notify_telegram,
+      new.telegram_chat_id, new.notify_on_failure)
+     is distinct from
+     (old.webhook_token, old.webhook_enabled, old.default_chart_id, old.tradingview_cookies_sealed,
+      old.cookies_valid, old.plan, old.screenshot_resolution, old.chart_theme, old.notify_telegram,
+      old.telegram_chat_id, old.notify_on_failure) then
+    new.updated_at := now();
+  end if;
+  return new;
+end;
+$$;
+comment on function private.guard_user_config_update() is 'Trigger on user_config: the token only rotates to a generated value; updated_at follows setting changes.';
+revoke all on function private.guard_user_config_update() from public, anon, authenticated, service_role;
+
+create or replace trigger guard_user_config_update
+  before update on public.user_config
+  for each row execute function private.guard_user_config_update();
+
+-- Security invoker on purpose: it runs as the signed-in trader, so RLS limits it to their own row,
+-- and the guard trigger above generates the new token.
+create or replace function public.rotate_webhook_token()
+returns text
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_token text;
+begin
+  if (select auth.uid()) is null then
+    raise exception 'sign in to rotate your webhook token' using errcode = '42501';
+  end if;
+  perform set_config('signal_capture.rotating_token', 'on', true);
+  update public.user_config
+     set webhook_token = ''
+   where user_id = (select auth.uid())
+  returning webhook_token into v_token;
+  perform set_config('signal_capture.rotating_token', 'off', true);
+  if v_token is null then
+    raise exception 'no webhook configuration for this user' using errcode = 'P0002';
+  end if;
+  return v_token;
+end;
+$$;
+comment on function public.rotate_webhook_token() is 'Replaces the signed-in trader''s webhook token with a fresh random one and returns it; the old token stops working at once.';
+revoke all on function public.rotate_webhook_token() from public, anon, authenticated, service_role;
+grant execute on function public.rotate_webhook_token() to authenticated;
+
+create or replace function private.touch_updated_at()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  new.updated_at := now();
+  return new;
+end;
+$$;
+revoke all on function private.touch_updated_at() from public, anon, authenticated, service_role;
+
+create or replace trigger touch_signals_updated_at
+  before update on public.signals
+  for each row execute function private.touch_updated_at();
