@@ -24,12 +24,12 @@ language sql
 stable
 set search_path = ''
 as $$
-  -- About 2 s per capture (the capture benchmark's p50 with a fresh browser context), spread over
-  -- the capture slots of live daemons; the count ahead is capped so a deep backlog stays cheap to ask.
+  -- About 2 s per capture, spread over the capture slots of live daemons. Every accepted alert asks,
+  -- so the count of jobs ahead is capped at 30: past that the answer is "a minute or more" anyway.
   select ceil(
            (1 + (select count(*) from (select 1 from private.capture_jobs j
                                         where j.state = 'queued' and j.priority <= p_priority
-                                        limit 200) ahead)) * 2.0
+                                        limit 30) ahead)) * 2.0
            / greatest(1, coalesce((select sum(w.concurrency) from private.capture_workers w
                                     where w.heartbeat_at > now() - interval '30 seconds'), 1))
          )::integer;

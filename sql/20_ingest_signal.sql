@@ -181,7 +181,7 @@ begin
 
   insert into private.signal_dedup as d (user_id, fingerprint, signal_id, received_at)
   values (v_cfg.user_id, v_fingerprint, v_signal_id, p_received_at)
-  on conflict (user_id, fingerprint) do update
+  on conflict (fingerprint, user_id) do update
     set signal_id = excluded.signal_id, received_at = excluded.received_at;
   -- Fingerprints older than the window can never match again; each accept clears its trader's.
   delete from private.signal_dedup

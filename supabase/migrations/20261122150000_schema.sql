@@ -113,8 +113,6 @@ comment on table public.signals is 'Trading signals received from TradingView we
 comment on column public.signals."timestamp" is 'When the alert fired: the time in the alert if it carried one, else when the webhook arrived.';
 create index signals_user_timestamp_idx on public.signals (user_id, "timestamp" desc);
 create index signals_user_ticker_timestamp_idx on public.signals (user_id, ticker, "timestamp" desc);
-create index signals_user_screenshot_open_idx on public.signals (user_id)
-  where screenshot_status in ('pending', 'processing');
 
 -- ---------------------------------------------------------------------------------------------
 -- webhook_deliveries: the trader's delivery log, one row per call on their token.
@@ -182,9 +180,12 @@ insert into private.capture_wakeup (singleton, daemon_waiting) values (true, fal
 create table private.signal_dedup (
   user_id uuid not null,
   fingerprint bytea not null,
-  signal_id uuid not null references public.signals (id) on delete cascade,
+  -- No foreign key: a fingerprint whose signal was deleted simply stops matching (the lookup joins
+  -- signals), and the hot path is spared a check and an index.
+  signal_id uuid not null,
   received_at timestamptz not null,
-  primary key (user_id, fingerprint)
+  -- fingerprint first: lookups give both columns, and the per-trader clean-up of expired
+  -- fingerprints must take signal_dedup_user_received_idx, not a scan of all the trader's rows.
+  primary key (fingerprint, user_id)
 );
-create index signal_dedup_signal_idx on private.signal_dedup (signal_id);
 create index signal_dedup_user_received_idx on private.signal_dedup (user_id, received_at);

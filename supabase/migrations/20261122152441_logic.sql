@@ -29,12 +29,12 @@ language sql
 stable
 set search_path = ''
 as $$
-  -- About 2 s per capture (the capture benchmark's p50 with a fresh browser context), spread over
-  -- the capture slots of live daemons; the count ahead is capped so a deep backlog stays cheap to ask.
+  -- About 2 s per capture, spread over the capture slots of live daemons. Every accepted alert asks,
+  -- so the count of jobs ahead is capped at 30: past that the answer is "a minute or more" anyway.
   select ceil(
            (1 + (select count(*) from (select 1 from private.capture_jobs j
                                         where j.state = 'queued' and j.priority <= p_priority
-                                        limit 200) ahead)) * 2.0
+                                        limit 30) ahead)) * 2.0
            / greatest(1, coalesce((select sum(w.concurrency) from private.capture_workers w
                                     where w.heartbeat_at > now() - interval '30 seconds'), 1))
          )::integer;
@@ -353,7 +353,7 @@ begin
 
   insert into private.signal_dedup as d (user_id, fingerprint, signal_id, received_at)
   values (v_cfg.user_id, v_fingerprint, v_signal_id, p_received_at)
-  on conflict (user_id, fingerprint) do update
+  on conflict (fingerprint, user_id) do update
     set signal_id = excluded.signal_id, received_at = excluded.received_at;
   -- Fingerprints older than the window can never match again; each accept clears its trader's.
   delete from private.signal_dedup
