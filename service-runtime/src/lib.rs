@@ -1,0 +1,34 @@
+//! What the `ingest` and `capture` binaries truly share, and nothing else.
+//!
+//! Both binaries are long-running services started the same way: read a typed
+//! config once, install logging, serve a little HTTP, and stop cleanly on
+//! SIGINT/SIGTERM within a deadline. Writing that twice would mean two
+//! shutdown paths and two log formats to keep in step, so it lives here.
+//!
+//! # Layout
+//!
+//! - [`cli`]: [`cli::parse`] reads a binary's clap config from flags and
+//!   environment variables, treating `FOO=` (set but empty) as unset.
+//! - [`telemetry`]: one `init()` for `tracing`. The filter comes from
+//!   `RUST_LOG` (default `info`); [`LogFormat::Json`] switches to JSON lines
+//!   for log shippers.
+//! - [`shutdown`]: [`shutdown::signal`] registers SIGINT and SIGTERM handlers
+//!   up front and hands back one future that resolves on whichever comes
+//!   first. Every binary has exactly one shutdown trigger, this one.
+//! - [`http`]: [`http::serve`] accepts connections from a listener the caller
+//!   bound, serves each one with a hyper service until the shutdown future
+//!   resolves, then drains in-flight requests for at most a grace period.
+//!   Libraries take parts (a bound listener), not settings (a port), so tests
+//!   can bind `127.0.0.1:0`.
+//! - [`secret`]: [`secret::DatabaseUrl`], a Postgres connection URL checked
+//!   at start-up whose `Debug` never prints the password. Other secrets use
+//!   [`secrecy::SecretString`] directly (re-exported here).
+
+pub mod cli;
+pub mod http;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use secrecy::{ExposeSecret, SecretString};
+pub use telemetry::LogFormat;

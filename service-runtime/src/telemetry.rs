@@ -1,0 +1,68 @@
+//! Logging set-up, done once at start-up by each binary's `main`.
+//!
+//! Why one function: every binary must honour `RUST_LOG` and `LOG_FORMAT` the
+//! same way, and a second `init` somewhere would silently lose events (the
+//! global subscriber can only be set once). Logs go to stderr so stdout stays
+//! free for anything a binary prints on purpose (`--help`, reports).
+
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::{EnvFilter, FromEnvError};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::{SubscriberInitExt as _, TryInitError};
+
+/// The filter used when `RUST_LOG` is unset or empty: our own events at
+/// `info` and above, which is what an operator wants by default.
+pub const DEFAULT_LEVEL: LevelFilter = LevelFilter::INFO;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers. Span fields are included
+    /// so a webhook delivery or capture job can be followed by its id.
+    Json,
+}
+
+/// Why logging could not be set up. Both are start-up errors: the binary
+/// should report them and exit.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// `RUST_LOG` is set but is not a valid filter directive.
+    #[error("RUST_LOG is not a valid filter")]
+    Filter(#[source] FromEnvError),
+    /// A global subscriber was already installed.
+    #[error("a tracing subscriber is already installed")]
+    Install(#[source] TryInitError),
+}
+
+/// Installs the global `tracing` subscriber.
+///
+/// The filter comes from `RUST_LOG` (for example
+/// `RUST_LOG=ingest=debug,hyper=warn`), defaulting to [`DEFAULT_LEVEL`]. An
+/// invalid `RUST_LOG` is an error rather than silently ignored: a typo there
+/// would otherwise hide exactly the logs someone was asking for.
+pub fn init(format: LogFormat) -> Result<(), InitError> {
+    let filter = EnvFilter::builder()
+        .with_default_directive(DEFAULT_LEVEL.into())
+        .from_env()
+        .map_err(InitError::Filter)?;
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    result.map_err(InitError::Install)
+}
