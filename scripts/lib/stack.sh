@@ -201,6 +201,12 @@ stack_seed() {
 # project's trigger on auth.users runs exactly as it does for a real sign-up. Reused when it exists
 # (the seed may already have created it).
 stack_demo_user() {
+  # Checked first, so the demo user is never created before the trigger that gives it a config row.
+  local has_user_config
+  has_user_config="$(psql_as "$(database_url)" -At -c "select to_regclass('public.user_config') is not null")"
+  if [[ "$has_user_config" != "t" ]]; then
+    die "public.user_config does not exist: the migration that creates it (and the trigger on auth.users that fills it) has not landed in supabase/migrations yet"
+  fi
   local sql
   sql="$(cat <<'EOF'
 select exists (select from auth.users where email = :'email') as user_exists
@@ -223,11 +229,6 @@ EOF
   psql_as "$(database_url)" -v email="$DEMO_USER_EMAIL" <<<"$sql" >>"$LOG_DIR/demo-user.log" 2>&1 \
     || die "could not create the demo user, see $LOG_DIR/demo-user.log"
 
-  local has_user_config
-  has_user_config="$(psql_as "$(database_url)" -At -c "select to_regclass('public.user_config') is not null")"
-  if [[ "$has_user_config" != "t" ]]; then
-    die "public.user_config does not exist: the migration that creates it (and the trigger on auth.users that fills it) has not landed in supabase/migrations yet"
-  fi
   local row
   row="$(psql_as "$(database_url)" -At -F ' ' -v email="$DEMO_USER_EMAIL" <<<"
     select u.id, coalesce(c.webhook_token, '') from auth.users u
