@@ -110,6 +110,9 @@ unix_socket_permissions = 0700
 max_connections = 200
 # Supabase runs with logical decoding (Realtime; change capture with wal2json).
 wal_level = logical
+# PostgreSQL 15.20 accepts only listed libraries as output plugins; wal2json is how this project
+# reads changes.
+output_plugin_libraries = 'pgoutput, test_decoding, wal2json'
 max_replication_slots = 10
 max_wal_senders = 10
 log_line_prefix = '%m [%p] %q%u@%d '
