@@ -48,15 +48,21 @@ ensure_service_user() {
   fi
 }
 
-# Run a command as the service user, keeping the current environment.
-as_service_user() {
+# The command prefix that runs a program as the service user, keeping the environment; empty
+# when that is the caller. Sets the array SERVICE_USER_PREFIX.
+set_service_user_prefix() {
+  SERVICE_USER_PREFIX=()
   if is_root; then
     local user
     user="$(service_user)"
-    setpriv --reuid="$user" --regid="$user" --init-groups -- env HOME=/tmp "$@"
-  else
-    "$@"
+    SERVICE_USER_PREFIX=(setpriv --reuid="$user" --regid="$user" --init-groups -- env HOME=/tmp)
   fi
+}
+
+# Run a command as the service user.
+as_service_user() {
+  set_service_user_prefix
+  "${SERVICE_USER_PREFIX[@]}" "$@"
 }
 
 # Give a path to the service user (no-op when that is already the caller).

@@ -299,8 +299,10 @@ EOF
   require_free_port "$POSTGREST_PORT" POSTGREST_PORT
   info "postgrest: starting on $POSTGREST_URL"
   # setsid detaches it from the caller's terminal; the pid file is written by the process itself.
+  # A simple command (not a shell function) so that no shell lingers as its parent.
+  set_service_user_prefix
   # shellcheck disable=SC2016 # $$ and $1.. belong to the inner sh
-  as_service_user setsid sh -c 'echo $$ >"$1"; exec "$2" "$3"' postgrest \
+  "${SERVICE_USER_PREFIX[@]}" setsid sh -c 'echo $$ >"$1"; exec "$2" "$3"' postgrest \
     "$POSTGREST_PID" "$POSTGREST_BIN" "$POSTGREST_CONF" </dev/null >>"$LOG_DIR/postgrest.log" 2>&1 &
   wait_for_http "$POSTGREST_URL/" postgrest "$POSTGREST_PID" "$LOG_DIR/postgrest.log"
 }
