@@ -463,6 +463,40 @@ stack_start_gateway() {
     -H "apikey: $(secret anon_key)"
 }
 
+# --- the test template database --------------------------------------------------------------
+
+# Tests that need a database to themselves (the capture queue is global by design) clone this one:
+# the same bootstrap and the same migrations, applied the same way, in a database nobody stays
+# connected to (CREATE DATABASE ... TEMPLATE needs that). Rebuilt whenever supabase/migrations or
+# the bootstrap changes.
+TEST_TEMPLATE_DATABASE=signal_capture_template
+
+stack_test_template() {
+  local fingerprint
+  fingerprint="$(cat "$REPO_ROOT"/supabase/migrations/*.sql "$REPO_ROOT"/scripts/bootstrap/*.sql | sha256sum | cut -c1-16)"
+  if [[ "$(cat "$STATE_DIR/test-template" 2>/dev/null)" == "$fingerprint" ]]; then
+    info "test template: $TEST_TEMPLATE_DATABASE is current"
+    return 0
+  fi
+  info "test template: building $TEST_TEMPLATE_DATABASE (bootstrap + supabase migration up)"
+  local admin template_admin template_postgres
+  admin="$(database_url)"
+  template_admin="${admin/\/postgres\?//$TEST_TEMPLATE_DATABASE?}"
+  template_postgres="$(postgres_url)"
+  template_postgres="${template_postgres/\/postgres\?//$TEST_TEMPLATE_DATABASE?}"
+  {
+    psql_as "$admin" -c "drop database if exists $TEST_TEMPLATE_DATABASE with (force)" \
+      -c "create database $TEST_TEMPLATE_DATABASE owner postgres" &&
+      psql_as "$template_admin" --single-transaction \
+        -v postgres_password="$(secret postgres_password)" \
+        -v authenticator_password="$(secret authenticator_password)" \
+        -f "$REPO_ROOT/scripts/bootstrap/supabase-compat.sql" &&
+      psql_as "$template_admin" --single-transaction -f "$REPO_ROOT/scripts/bootstrap/local-tooling.sql" &&
+      supabase_cli migration up --db-url "$template_postgres"
+  } >>"$LOG_DIR/test-template.log" 2>&1 || die "building the test template failed, see $LOG_DIR/test-template.log"
+  printf '%s\n' "$fingerprint" >"$STATE_DIR/test-template"
+}
+
 # --- stack.env -------------------------------------------------------------------------------
 
 stack_write_env() {
@@ -481,6 +515,7 @@ DEMO_USER_ID=$DEMO_USER_ID
 DEMO_USER_EMAIL=$DEMO_USER_EMAIL
 DEMO_USER_ACCESS_TOKEN=$(secret demo_user_access_token)
 DEMO_WEBHOOK_TOKEN=$DEMO_WEBHOOK_TOKEN
+TEST_TEMPLATE_DATABASE=$TEST_TEMPLATE_DATABASE
 STACK_DIR=$STACK_DIR
 PG_PORT=$PG_PORT
 GATEWAY_PORT=$GATEWAY_PORT
@@ -518,6 +553,7 @@ stack_up() {
   stack_migrate
   stack_seed
   stack_demo_user
+  stack_test_template
   stack_start_postgrest
   stack_start_gateway
   stack_write_env
