@@ -94,6 +94,10 @@ const FRAGMENTS: &[&str] = &[
     "https://www.tradingview.com/chart/aBcD1234/",
     "ñ",
     "\u{303}",
+    "\u{a0}",
+    "\u{202f}",
+    "\u{2212}",
+    "\u{3000}",
 ];
 
 fn fragment_soup() -> impl Strategy<Value = String> {
@@ -118,6 +122,20 @@ fn symbol() -> impl Strategy<Value = String> {
 /// Prose around the ticker: lower-case words, no colons or digits.
 fn prose() -> impl Strategy<Value = String> {
     "[a-zñé ]{0,30}"
+}
+
+/// Inputs the fuzzer once crashed the parser with, kept so they never do
+/// again (see `ingest/fuzz/README.md`).
+#[test]
+fn fuzz_regressions() {
+    let crashes: &[&[u8]] = &[
+        // A no-break space (two bytes) before the order-fill action was
+        // sliced as if it were one byte.
+        b"T}:\xc2\xa0:\xc2\xa0\xc2\xa0}Tnic67888A@ filled on PL\rer}gm",
+    ];
+    for body in crashes {
+        let _ = Signal::parse(body);
+    }
 }
 
 proptest! {

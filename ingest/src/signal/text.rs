@@ -86,7 +86,12 @@ fn strategy_fill(text: &str, draft: &mut Draft) -> bool {
             (&head[..i], &head[i + "order ".len()..])
         }
         _ => {
-            let i = head.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+            // After the last whitespace character (which may be wider
+            // than one byte, e.g. a no-break space).
+            let i = head
+                .char_indices()
+                .rfind(|&(_, c)| c.is_whitespace())
+                .map_or(0, |(i, c)| i + c.len_utf8());
             (&head[..i], &head[i..])
         }
     };
