@@ -100,6 +100,17 @@ pg_ctl_() { as_service_user "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" "$@"; }
 
 pg_running() { [[ -f "$PGDATA_DIR/PG_VERSION" ]] && pg_ctl_ status >/dev/null 2>&1; }
 
+# Debian's PostgreSQL 15.20 accepts only the libraries listed in output_plugin_libraries as logical
+# decoding output plugins, and wal2json is how this project reads changes; older 15.x builds (15.18
+# ships on a fresh machine) do not know the setting and refuse to start when it is set.
+output_plugin_setting() {
+  if "$PG_BIN/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then
+    printf "output_plugin_libraries = 'pgoutput, test_decoding, wal2json'"
+  else
+    printf '# output_plugin_libraries: not known to this PostgreSQL build; every plugin is allowed'
+  fi
+}
+
 stack_render_postgres_conf() {
   write_if_changed "$PG_CONF_INCLUDE" <<EOF
 # Rendered by scripts/lib/stack.sh on every \`scripts/dev up\`; edits are overwritten.
@@ -110,9 +121,7 @@ unix_socket_permissions = 0700
 max_connections = 200
 # Supabase runs with logical decoding (Realtime; change capture with wal2json).
 wal_level = logical
-# PostgreSQL 15.20 accepts only listed libraries as output plugins; wal2json is how this project
-# reads changes.
-output_plugin_libraries = 'pgoutput, test_decoding, wal2json'
+$(output_plugin_setting)
 max_replication_slots = 10
 max_wal_senders = 10
 log_line_prefix = '%m [%p] %q%u@%d '
