@@ -12,6 +12,9 @@
 //!   health endpoint and runs the main loop until the shutdown future
 //!   resolves (or, in [`daemon::Mode::Drain`], until there is no work left),
 //!   then drains the health server within the grace period.
+//! - [`telegram`]: the Bot API client that sends a trader their signal and
+//!   its screenshot (or why there is none) when they asked for it; retried
+//!   on flood limits and 5xx, never part of the signal's own fate.
 //!
 //! What does not exist yet: the main loop has no queue work. Claiming jobs
 //! from Postgres (LISTEN/NOTIFY with a polling fallback), rendering charts in
@@ -24,5 +27,6 @@
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod telegram;
 
 pub use config::Config;

@@ -1,0 +1,303 @@
+//! The Telegram Bot API contract, against a stub server on loopback that
+//! records every request and answers from a script. Telegram cannot run
+//! here, so the stub checks the exact requests instead: method, path (with
+//! the bot token), content type and every form field.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use capture::telegram::{Notification, NotifyError, RetryPolicy, Screenshot, Telegram};
+use http_body_util::{BodyExt as _, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use service_runtime::SecretString;
+use tokio::net::TcpListener;
+
+const TOKEN: &str = "123456:test-bot-token";
+
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: String,
+    path: String,
+    content_type: String,
+    body: Bytes,
+}
+
+#[derive(Clone, Default)]
+struct Stub {
+    answers: Arc<Mutex<VecDeque<(u16, &'static str)>>>,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Stub {
+    async fn start(answers: &[(u16, &'static str)]) -> (Self, String) {
+        let stub = Self {
+            answers: Arc::new(Mutex::new(answers.iter().copied().collect())),
+            requests: Arc::default(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let served = stub.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let stub = served.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let stub = stub.clone();
+                        async move { Ok::<_, Infallible>(stub.answer(request).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (stub, base)
+    }
+
+    async fn answer(&self, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        self.requests.lock().expect("lock").push(Recorded {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            content_type: parts
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            body,
+        });
+        let (status, body) = self
+            .answers
+            .lock()
+            .expect("lock")
+            .pop_front()
+            .expect("the stub received more requests than the test scripted");
+        let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *response.status_mut() = StatusCode::from_u16(status).expect("status");
+        response
+            .headers_mut()
+            .insert("content-type", "application/json".parse().expect("header"));
+        response
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().expect("lock").clone()
+    }
+}
+
+fn client(base: &str) -> Telegram {
+    Telegram::new(
+        base.parse().expect("url"),
+        SecretString::from(TOKEN),
+        RetryPolicy {
+            attempts: 3,
+            backoff: Duration::from_millis(50),
+            max_wait: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        },
+    )
+}
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\nnot really a png, but bytes are bytes";
+
+fn notification(screenshot: Screenshot) -> Notification {
+    Notification {
+        chat_id: "-1001234567890".parse().expect("chat id"),
+        ticker: "BINANCE:BTC_USDT".into(),
+        direction: Some("long".into()),
+        price: Some("67890.5".into()),
+        indicator: Some("Trend Pro".into()),
+        time: "2026-11-22 10:00:00 UTC".into(),
+        screenshot,
+    }
+}
+
+/// One part of a multipart/form-data body: name, file name, content type,
+/// value.
+type FormField = (String, Option<String>, Option<String>, Vec<u8>);
+
+/// Splits a multipart/form-data body into its parts.
+fn form_fields(recorded: &Recorded) -> Vec<FormField> {
+    let boundary = recorded
+        .content_type
+        .strip_prefix("multipart/form-data; boundary=")
+        .unwrap_or_else(|| panic!("not a form: {}", recorded.content_type));
+    let delimiter = format!("--{boundary}");
+    let body = &recorded.body[..];
+    let mut fields = Vec::new();
+    let positions: Vec<usize> = body
+        .windows(delimiter.len())
+        .enumerate()
+        .filter(|(_, w)| *w == delimiter.as_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    for pair in positions.windows(2) {
+        let part = &body[pair[0] + delimiter.len() + 2..pair[1] - 2];
+        let split = part
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("part headers");
+        let headers = String::from_utf8(part[..split].to_vec()).expect("utf-8 headers");
+        let value = part[split + 4..].to_vec();
+        let attribute = |key: &str| {
+            headers.split(';').find_map(|p| {
+                p.trim()
+                    .strip_prefix(&format!("{key}=\""))
+                    .map(|v| v.split('"').next().unwrap_or_default().to_owned())
+            })
+        };
+        let content_type = headers.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        });
+        fields.push((
+            attribute("name").expect("name"),
+            attribute("filename"),
+            content_type,
+            value,
+        ));
+    }
+    fields
+}
+
+#[tokio::test]
+async fn a_capture_is_sent_as_a_photo_with_an_html_caption() {
+    let (stub, base) = Stub::start(&[(200, r#"{"ok":true,"result":{}}"#)]).await;
+    client(&base)
+        .send(&notification(Screenshot::Captured(Bytes::from_static(PNG))))
+        .await
+        .expect("delivered");
+
+    let requests = stub.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, format!("/bot{TOKEN}/sendPhoto"));
+    let fields = form_fields(request);
+    let names: Vec<&str> = fields.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(names, ["chat_id", "caption", "parse_mode", "photo"]);
+    assert_eq!(fields[0].3, b"-1001234567890");
+    assert_eq!(
+        String::from_utf8(fields[1].3.clone()).expect("utf-8"),
+        "<b>BINANCE:BTC_USDT</b> 🟢 LONG @ <code>67890.5</code>\nTrend Pro\n<i>2026-11-22 10:00:00 UTC</i>"
+    );
+    assert_eq!(fields[2].3, b"HTML");
+    assert_eq!(fields[3].1.as_deref(), Some("signal.png"));
+    assert_eq!(fields[3].2.as_deref(), Some("image/png"));
+    assert_eq!(fields[3].3, PNG);
+}
+
+#[tokio::test]
+async fn a_failed_capture_is_sent_as_a_message_with_the_reason() {
+    let (stub, base) = Stub::start(&[(200, r#"{"ok":true,"result":{}}"#)]).await;
+    client(&base)
+        .send(&notification(Screenshot::Failed(
+            "TradingView session expired: paste fresh cookies".into(),
+        )))
+        .await
+        .expect("delivered");
+
+    let requests = stub.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].method, "POST");
+    assert_eq!(requests[0].path, format!("/bot{TOKEN}/sendMessage"));
+    assert_eq!(requests[0].content_type, "application/json");
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "chat_id": "-1001234567890",
+            "text": "<b>BINANCE:BTC_USDT</b> 🟢 LONG @ <code>67890.5</code>\nTrend Pro\n<i>2026-11-22 10:00:00 UTC</i>\nNo screenshot: TradingView session expired: paste fresh cookies",
+            "parse_mode": "HTML",
+            "link_preview_options": { "is_disabled": true },
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_flood_limit_is_waited_out_then_retried() {
+    let (stub, base) = Stub::start(&[
+        (
+            429,
+            r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 1","parameters":{"retry_after":1}}"#,
+        ),
+        (200, r#"{"ok":true,"result":{}}"#),
+    ])
+    .await;
+    let started = Instant::now();
+    client(&base)
+        .send(&notification(Screenshot::Captured(Bytes::from_static(PNG))))
+        .await
+        .expect("delivered on the second attempt");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retry_after was not honoured: {:?}",
+        started.elapsed()
+    );
+    let requests = stub.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(form_fields(&requests[0]), form_fields(&requests[1]));
+}
+
+#[tokio::test]
+async fn a_bad_chat_is_not_retried() {
+    let (stub, base) = Stub::start(&[(
+        400,
+        r#"{"ok":false,"error_code":400,"description":"Bad Request: chat not found"}"#,
+    )])
+    .await;
+    let error = client(&base)
+        .send(&notification(Screenshot::Captured(Bytes::from_static(PNG))))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&error, NotifyError::Rejected { status: 400, description } if description == "Bad Request: chat not found"),
+        "{error:?}"
+    );
+    assert_eq!(stub.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_a_few_times_then_given_up() {
+    let (stub, base) = Stub::start(&[
+        (502, r#"{"ok":false,"description":"Bad Gateway"}"#),
+        (502, r#"{"ok":false,"description":"Bad Gateway"}"#),
+        (502, r#"{"ok":false,"description":"Bad Gateway"}"#),
+    ])
+    .await;
+    let error = client(&base)
+        .send(&notification(Screenshot::Failed("page never ready".into())))
+        .await
+        .expect_err("gave up");
+    assert!(
+        matches!(error, NotifyError::GaveUp { attempts: 3, .. }),
+        "{error:?}"
+    );
+    assert_eq!(stub.requests().len(), 3);
+    assert!(!error.to_string().contains(TOKEN));
+}
+
+#[tokio::test]
+async fn network_errors_never_carry_the_token() {
+    // Nothing listens on this port once the listener is dropped.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    let error = client(&base)
+        .send(&notification(Screenshot::Failed("x".into())))
+        .await
+        .expect_err("no server");
+    assert!(!error.to_string().contains(TOKEN), "{error}");
+    assert!(!format!("{error:?}").contains(TOKEN), "{error:?}");
+}
