@@ -356,6 +356,11 @@ describe('a trader keeping their journal', () => {
       telegram_chat_id: '-1001234567890',
       plan: 'basic',
     });
+    // A chat Telegram cannot deliver to, or notifications without a chat: a check violation.
+    for (const change of [{ telegram_chat_id: '@bad-name' }, { telegram_chat_id: '0' }, { telegram_chat_id: null }]) {
+      const { error } = await dashboard.from('user_config').update(change).eq('user_id', j.id);
+      assert.equal(error?.code, '23514', `${JSON.stringify(change)}: ${JSON.stringify(error)}`);
+    }
     for (const change of [{ plan: 'premium' }, { signals_this_period: 0 }, { cookies_valid: true }]) {
       refused(await dashboard.from('user_config').update(change).eq('user_id', j.id).select());
     }
