@@ -241,6 +241,13 @@ describe('a trader reading their journal', () => {
     assert.equal(viaClient, csv);
   });
 
+  test('reads their plan and the plan catalogue', async () => {
+    const config = ok(await dashboard.from('user_config').select('plan, plans(name, monthly_signal_quota)').single());
+    assert.deepEqual(config, { plan: 'pro', plans: { name: 'Pro', monthly_signal_quota: 10000 } });
+    const catalogue = ok(await dashboard.from('plans').select('id').order('capture_priority', { ascending: false }));
+    assert.deepEqual(catalogue.map((p) => p.id), ['free', 'basic', 'pro', 'premium']);
+  });
+
   test("never receives the other trader's rows from any table", async () => {
     for (const [who, me, other] of [
       [dashboard, a, b],
