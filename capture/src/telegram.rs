@@ -41,8 +41,9 @@ pub struct ChatId(String);
 /// Why a string is not a Telegram chat id.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "a Telegram chat id is a number of at most 20 digits (negative for groups) or a channel \
-     @username of 5 to 32 letters, digits and underscores starting with a letter"
+    "a Telegram chat id is a number of at most 16 digits without a leading zero (negative for \
+     groups) or a channel @username of 5 to 32 letters, digits and underscores that starts with a \
+     letter and does not end with an underscore"
 )]
 pub struct InvalidChatId;
 
@@ -50,15 +51,16 @@ impl FromStr for ChatId {
     type Err = InvalidChatId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let numeric = |digits: &str| {
-            (1..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
-        };
         let valid = if let Some(name) = s.strip_prefix('@') {
             (5..=32).contains(&name.len())
                 && name.starts_with(|c: char| c.is_ascii_alphabetic())
+                && !name.ends_with('_')
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         } else {
-            numeric(s.strip_prefix('-').unwrap_or(s))
+            let digits = s.strip_prefix('-').unwrap_or(s);
+            (1..=16).contains(&digits.len())
+                && !digits.starts_with('0')
+                && digits.bytes().all(|b| b.is_ascii_digit())
         };
         if valid {
             Ok(Self(s.to_owned()))
@@ -371,11 +373,14 @@ mod tests {
         for bad in [
             "",
             "-",
+            "0",
+            "0123",
             "12a",
             "@abc",
             "@1abcde",
             "@bad-name",
-            "123456789012345678901",
+            "@trailing_",
+            "12345678901234567",
             " 123",
         ] {
             assert_eq!(bad.parse::<ChatId>(), Err(InvalidChatId), "{bad}");

@@ -104,7 +104,11 @@ pg_running() { [[ -f "$PGDATA_DIR/PG_VERSION" ]] && pg_ctl_ status >/dev/null 2>
 # decoding output plugins, and wal2json is how this project reads changes; older 15.x builds (15.18
 # ships on a fresh machine) do not know the setting and refuse to start when it is set.
 output_plugin_setting() {
-  if "$PG_BIN/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then
+  # Read the whole list first: `grep -q` would stop reading early, and the writer's SIGPIPE fails
+  # the pipeline under pipefail.
+  local settings
+  settings="$("$PG_BIN/postgres" --describe-config 2>/dev/null || true)"
+  if grep -q '^output_plugin_libraries' <<<"$settings"; then
     printf "output_plugin_libraries = 'pgoutput, test_decoding, wal2json'"
   else
     printf '# output_plugin_libraries: not known to this PostgreSQL build; every plugin is allowed'
