@@ -12,6 +12,9 @@
 //!   health endpoint and runs the main loop until the shutdown future
 //!   resolves (or, in [`daemon::Mode::Drain`], until there is no work left),
 //!   then drains the health server within the grace period.
+//! - [`prune`]: `capture prune`, which deletes screenshots past their
+//!   owner's plan retention through the Storage API, then clears the rows;
+//!   safe to interrupt and to re-run.
 //! - [`telegram`]: the Bot API client that sends a trader their signal and
 //!   its screenshot (or why there is none) when they asked for it; retried
 //!   on flood limits and 5xx, never part of the signal's own fate.
@@ -27,6 +30,7 @@
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod prune;
 pub mod telegram;
 
 pub use config::Config;

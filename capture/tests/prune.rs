@@ -1,0 +1,354 @@
+//! `capture prune` against the real database (a clone of the migrated
+//! template per test) with screenshots on disk, and the Storage API's
+//! delete call against a stub that checks the exact request.
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use capture::prune::{self, DeleteError, DeleteObjects, FsObjects, PruneError, SupabaseObjects};
+use http_body_util::{BodyExt as _, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use service_runtime::SecretString;
+use stack_tests::{Stack, TestDb, trader_in};
+use tokio::net::TcpListener;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Stores a signal for `token` whose screenshot is `age_days` old, with its
+/// PNG written under `root`; returns the signal id and object path.
+async fn stored(
+    db: &Client,
+    root: &Path,
+    token: &str,
+    body: &str,
+    age_days: i32,
+) -> (Uuid, String) {
+    let row = db
+        .query_one(
+            "select (public.ingest_signal($1, now(), $2, null, 'NYSE:IBM', 'NYSE', 'IBM', 100, 'long') \
+             ->> 'signal_id')::uuid",
+            &[&token, &body],
+        )
+        .await
+        .expect("ingest");
+    let id: Uuid = row.get(0);
+    let user: Uuid = db
+        .query_one("select user_id from public.signals where id = $1", &[&id])
+        .await
+        .expect("signal")
+        .get(0);
+    let path = format!("{user}/{id}.png");
+    db.execute(
+        "update public.signals set screenshot_status = 'completed', screenshot_path = $2, \
+         created_at = now() - make_interval(days => $3) where id = $1",
+        &[&id, &path, &age_days],
+    )
+    .await
+    .expect("complete");
+    let file = root.join(&path);
+    std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&file, b"png").expect("write");
+    (id, path)
+}
+
+async fn screenshot_path(db: &Client, id: Uuid) -> Option<String> {
+    db.query_one(
+        "select screenshot_path from public.signals where id = $1",
+        &[&id],
+    )
+    .await
+    .expect("signal")
+    .get(0)
+}
+
+#[tokio::test]
+async fn prunes_only_what_the_plan_no_longer_keeps_and_a_rerun_does_nothing() {
+    let stack = Stack::from_env();
+    let test_db = TestDb::create(&stack).await;
+    let db = test_db.client().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free = trader_in(&db, "free").await; // 7 days
+    let premium = trader_in(&db, "premium").await; // 365 days
+
+    let mut old = Vec::new();
+    for n in 0..5 {
+        old.push(
+            stored(
+                &db,
+                dir.path(),
+                &free.webhook_token,
+                &format!("old {n}"),
+                8 + n,
+            )
+            .await,
+        );
+    }
+    let fresh = stored(&db, dir.path(), &free.webhook_token, "fresh", 3).await;
+    let kept = stored(&db, dir.path(), &premium.webhook_token, "premium", 30).await;
+
+    let objects = FsObjects {
+        root: dir.path().to_owned(),
+    };
+    let report = prune::run(&db, &objects, 2, &CancellationToken::new())
+        .await
+        .expect("prune");
+    assert_eq!(
+        (report.deleted, report.forgotten, report.batches),
+        (5, 5, 3)
+    );
+    for (id, path) in &old {
+        assert!(!dir.path().join(path).exists(), "{path} still on disk");
+        assert_eq!(screenshot_path(&db, *id).await, None);
+    }
+    for (id, path) in [&fresh, &kept] {
+        assert!(dir.path().join(path).exists(), "{path} was deleted");
+        assert_eq!(screenshot_path(&db, *id).await.as_ref(), Some(path));
+    }
+
+    let again = prune::run(&db, &objects, 2, &CancellationToken::new())
+        .await
+        .expect("prune again");
+    assert_eq!((again.deleted, again.forgotten, again.batches), (0, 0, 0));
+    test_db.drop_db().await;
+}
+
+/// Deletes like [`FsObjects`], but fails from the given call on, the way a
+/// run dies halfway (network gone, process killed after the delete).
+struct FailingAfter {
+    inner: FsObjects,
+    calls: AtomicUsize,
+    fail_from: usize,
+}
+
+impl DeleteObjects for FailingAfter {
+    async fn delete(&self, paths: &[String]) -> Result<(), DeleteError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        // The objects of the failing call are gone, but the run dies before
+        // the rows learn it: the worst place to be interrupted.
+        self.inner.delete(paths).await?;
+        if call >= self.fail_from {
+            return Err(DeleteError::Refused {
+                status: 503,
+                body: "gone away".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_run_resumes_where_it_stopped() {
+    let stack = Stack::from_env();
+    let test_db = TestDb::create(&stack).await;
+    let db = test_db.client().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free = trader_in(&db, "free").await;
+    let mut old = Vec::new();
+    for n in 0..6 {
+        old.push(
+            stored(
+                &db,
+                dir.path(),
+                &free.webhook_token,
+                &format!("old {n}"),
+                10 + n,
+            )
+            .await,
+        );
+    }
+
+    let failing = FailingAfter {
+        inner: FsObjects {
+            root: dir.path().to_owned(),
+        },
+        calls: AtomicUsize::new(0),
+        fail_from: 1,
+    };
+    let error = prune::run(&db, &failing, 2, &CancellationToken::new())
+        .await
+        .expect_err("the second batch fails");
+    assert!(
+        matches!(error, PruneError::Delete { count: 2, .. }),
+        "{error:?}"
+    );
+    let remembered = {
+        let mut n = 0;
+        for (id, _) in &old {
+            n += usize::from(screenshot_path(&db, *id).await.is_some());
+        }
+        n
+    };
+    assert_eq!(remembered, 4, "only the first batch was forgotten");
+
+    let objects = FsObjects {
+        root: dir.path().to_owned(),
+    };
+    let report = prune::run(&db, &objects, 2, &CancellationToken::new())
+        .await
+        .expect("resume");
+    assert_eq!((report.deleted, report.forgotten), (4, 4));
+    for (id, path) in &old {
+        assert!(!dir.path().join(path).exists());
+        assert_eq!(screenshot_path(&db, *id).await, None);
+    }
+    test_db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_run_stops_between_batches() {
+    let stack = Stack::from_env();
+    let test_db = TestDb::create(&stack).await;
+    let db = test_db.client().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free = trader_in(&db, "free").await;
+    stored(&db, dir.path(), &free.webhook_token, "old", 10).await;
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let report = prune::run(
+        &db,
+        &FsObjects {
+            root: dir.path().to_owned(),
+        },
+        10,
+        &cancel,
+    )
+    .await
+    .expect("prune");
+    assert!(report.cancelled);
+    assert_eq!(report.deleted, 0);
+    test_db.drop_db().await;
+}
+
+#[tokio::test]
+async fn fs_objects_refuse_paths_outside_the_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let objects = FsObjects {
+        root: dir.path().to_owned(),
+    };
+    for bad in ["../escape.png", "/etc/passwd", "a/../../b.png"] {
+        assert!(
+            objects.delete(&[bad.to_owned()]).await.is_err(),
+            "{bad} was accepted"
+        );
+    }
+    // A missing object is not an error: a repeated delete is harmless.
+    objects
+        .delete(&["nobody/nothing.png".to_owned()])
+        .await
+        .expect("missing is fine");
+}
+
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: String,
+    path: String,
+    apikey: Option<String>,
+    authorization: Option<String>,
+    content_type: Option<String>,
+    body: Bytes,
+}
+
+/// A Storage stub answering every request with `status`, recording them.
+async fn storage_stub(status: u16) -> (Arc<Mutex<Vec<Recorded>>>, url::Url) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"))
+        .parse()
+        .expect("url");
+    let recorded: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+    let log = recorded.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let header = |name: &str| {
+                            parts
+                                .headers
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned)
+                        };
+                        let entry = Recorded {
+                            method: parts.method.to_string(),
+                            path: parts.uri.path().to_owned(),
+                            apikey: header("apikey"),
+                            authorization: header("authorization"),
+                            content_type: header("content-type"),
+                            body: body.collect().await.expect("body").to_bytes(),
+                        };
+                        log.lock().expect("lock").push(entry);
+                        let mut response = Response::new(Full::new(Bytes::from_static(b"[]")));
+                        *response.status_mut() =
+                            hyper::StatusCode::from_u16(status).expect("status");
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (recorded, url)
+}
+
+#[tokio::test]
+async fn supabase_storage_gets_the_exact_delete_request() {
+    let (recorded, url) = storage_stub(200).await;
+    let paths = vec![
+        "11111111-1111-4111-8111-111111111111/22222222-2222-4222-8222-222222222222.png".to_owned(),
+        "11111111-1111-4111-8111-111111111111/33333333-3333-4333-8333-333333333333.png".to_owned(),
+    ];
+
+    let secret = SupabaseObjects::new(&url, "screenshots", SecretString::from("sb_secret_abc"))
+        .expect("endpoint");
+    secret.delete(&paths).await.expect("deleted");
+    let legacy = SupabaseObjects::new(&url, "screenshots", SecretString::from("eyJ.legacy.jwt"))
+        .expect("endpoint");
+    legacy.delete(&paths).await.expect("deleted");
+
+    let requests = recorded.lock().expect("lock").clone();
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        assert_eq!(request.method, "DELETE");
+        assert_eq!(request.path, "/storage/v1/object/screenshots");
+        assert_eq!(request.content_type.as_deref(), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_slice(&request.body).expect("json");
+        assert_eq!(body, serde_json::json!({ "prefixes": paths }));
+    }
+    assert_eq!(requests[0].apikey.as_deref(), Some("sb_secret_abc"));
+    assert_eq!(
+        requests[0].authorization, None,
+        "a secret key is not a bearer token"
+    );
+    assert_eq!(requests[1].apikey.as_deref(), Some("eyJ.legacy.jwt"));
+    assert_eq!(
+        requests[1].authorization.as_deref(),
+        Some("Bearer eyJ.legacy.jwt")
+    );
+    assert!(!format!("{legacy:?}").contains("legacy.jwt"));
+}
+
+#[tokio::test]
+async fn a_storage_error_is_reported_with_its_status() {
+    let (_, url) = storage_stub(500).await;
+    let objects = SupabaseObjects::new(&url, "screenshots", SecretString::from("sb_secret_abc"))
+        .expect("endpoint");
+    let error = objects
+        .delete(&["a/b.png".to_owned()])
+        .await
+        .expect_err("500");
+    assert!(
+        matches!(error, DeleteError::Refused { status: 500, .. }),
+        "{error:?}"
+    );
+}
