@@ -300,6 +300,48 @@ impl Telegram {
     }
 }
 
+/// The notification about `signal_id`, if its owner wants one for this
+/// outcome: notifications switched on, and for a failed capture only when
+/// they also asked to hear about failures. Read fresh from the database
+/// (`private.signal_notification`) at send time, so a trader who has just
+/// switched notifications off is not messaged from stale settings.
+pub async fn notification_for(
+    db: &tokio_postgres::Client,
+    signal_id: uuid::Uuid,
+    screenshot: Screenshot,
+) -> Result<Option<Notification>, tokio_postgres::Error> {
+    let Some(row) = db
+        .query_opt(
+            "select chat_id, notify_on_failure, ticker, direction, price::text, indicator_name, \
+                    to_char(signal_time at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"') \
+               from private.signal_notification($1)",
+            &[&signal_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let notify_on_failure: bool = row.get(1);
+    if matches!(screenshot, Screenshot::Failed(_)) && !notify_on_failure {
+        return Ok(None);
+    }
+    let Ok(chat_id) = row.get::<_, String>(0).parse::<ChatId>() else {
+        // The table's check constraint makes this unreachable; if the rule
+        // ever drifts, skip the message rather than send it anywhere odd.
+        tracing::warn!(%signal_id, "Telegram chat id failed validation; not notifying");
+        return Ok(None);
+    };
+    Ok(Some(Notification {
+        chat_id,
+        ticker: row.get(2),
+        direction: row.get(3),
+        price: row.get(4),
+        indicator: row.get(5),
+        time: row.get(6),
+        screenshot,
+    }))
+}
+
 /// The message text: what fired, where, at what price, and the screenshot's
 /// fate when there is none.
 pub fn caption(n: &Notification) -> String {

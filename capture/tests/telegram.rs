@@ -301,3 +301,77 @@ async fn network_errors_never_carry_the_token() {
     assert!(!error.to_string().contains(TOKEN), "{error}");
     assert!(!format!("{error:?}").contains(TOKEN), "{error:?}");
 }
+
+/// Stores a signal for a fresh trader with the given notification settings.
+async fn signal_of_trader(
+    db: &tokio_postgres::Client,
+    notify: bool,
+    chat: Option<&str>,
+    on_failure: bool,
+) -> uuid::Uuid {
+    let trader = stack_tests::trader_in(db, "free").await;
+    db.execute(
+        "update public.user_config set notify_telegram = $2, telegram_chat_id = $3, notify_on_failure = $4 \
+          where user_id = $1",
+        &[&trader.id, &notify, &chat, &on_failure],
+    )
+    .await
+    .expect("settings");
+    db.query_one(
+        "select (public.ingest_signal($1, '2026-11-22 10:00:00+00', 'alert', null, 'BINANCE:BTC_USDT', \
+                 'BINANCE', 'BTC_USDT', 67890.5, 'long', 'alert', '1h', 'Trend Pro') ->> 'signal_id')::uuid",
+        &[&trader.webhook_token],
+    )
+    .await
+    .expect("ingest")
+    .get(0)
+}
+
+#[tokio::test]
+async fn notifications_follow_the_traders_settings_read_fresh() {
+    let stack = stack_tests::Stack::from_env();
+    let db = stack.db().await;
+    let png = || Screenshot::Captured(Bytes::from_static(PNG));
+    let failed = || Screenshot::Failed("page never ready".into());
+
+    let wants_all = signal_of_trader(&db, true, Some("-1001234567890"), true).await;
+    let n = capture::telegram::notification_for(&db, wants_all, png())
+        .await
+        .expect("query")
+        .expect("a notification");
+    assert_eq!(n.chat_id.as_str(), "-1001234567890");
+    assert_eq!(n.ticker, "BINANCE:BTC_USDT");
+    assert_eq!(n.direction.as_deref(), Some("long"));
+    assert_eq!(n.price.as_deref(), Some("67890.5"));
+    assert_eq!(n.indicator.as_deref(), Some("Trend Pro"));
+    assert_eq!(n.time, "2026-11-22 10:00:00 UTC");
+    assert!(
+        capture::telegram::notification_for(&db, wants_all, failed())
+            .await
+            .expect("query")
+            .is_some()
+    );
+
+    let no_failures = signal_of_trader(&db, true, Some("@signal_room"), false).await;
+    assert!(
+        capture::telegram::notification_for(&db, no_failures, png())
+            .await
+            .expect("query")
+            .is_some()
+    );
+    assert!(
+        capture::telegram::notification_for(&db, no_failures, failed())
+            .await
+            .expect("query")
+            .is_none(),
+        "failures only for traders who asked"
+    );
+
+    let switched_off = signal_of_trader(&db, false, Some("12345"), true).await;
+    assert!(
+        capture::telegram::notification_for(&db, switched_off, png())
+            .await
+            .expect("query")
+            .is_none()
+    );
+}
