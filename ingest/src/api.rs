@@ -9,14 +9,18 @@
 //! - [`ApiError::status`] is the only mapping from an error to an HTTP
 //!   status. Handlers return an `ApiError`; they never build error
 //!   responses by hand.
-//! - Bad input from the caller (unknown route, and later malformed alerts)
-//!   is answered, not logged as an error: it is the caller's mistake and a
-//!   normal part of running on the internet. Server-side failures (5xx, once
-//!   the database path exists) get an opaque message and their cause is
-//!   logged once, where they are mapped.
+//! - Bad input from the caller (unknown route, unknown token, malformed
+//!   alerts, limits) is answered, not logged as an error: it is the caller's
+//!   mistake and a normal part of running on the internet. The trader sees
+//!   the same message in their delivery log.
+//! - Server-side failures ([`ApiError::Unavailable`], 503) get an opaque
+//!   message; their cause is logged once, where the database error is
+//!   mapped (`server.rs`), never sent. TradingView retries a 503, and the
+//!   database's retry dedup makes that safe.
+//! - 429s carry `Retry-After` in seconds.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
@@ -36,14 +40,53 @@ pub enum ApiError {
         method: http::Method,
         allow: &'static str,
     },
+    /// No webhook has this token (or the token is malformed).
+    #[error("no webhook exists for this token; copy your webhook URL from the dashboard")]
+    UnknownToken,
+    /// The trader switched their webhook off.
+    #[error("{0}")]
+    WebhookDisabled(String),
+    /// The body is larger than the limit.
+    #[error("body is larger than {limit} bytes; TradingView alert messages are short")]
+    BodyTooLarge { limit: u32 },
+    /// The body is not text a signal can be read from (not UTF-8, a NUL
+    /// byte, empty).
+    #[error("{0}")]
+    InvalidBody(String),
+    /// The body names no instrument.
+    #[error("{0}")]
+    NoTicker(String),
+    /// The trader's monthly quota is used up.
+    #[error("{message}")]
+    QuotaExceeded { message: String, retry_after: u64 },
+    /// Too many alerts this minute (the plan's limit), or too many unknown
+    /// tokens from one address.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
+    /// The source address is not on the allowlist.
+    #[error("webhooks are accepted only from the configured source addresses")]
+    SourceNotAllowed,
+    /// The client did not send its body in time.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
+    /// The database path failed; details are logged, never sent.
+    #[error("the signal store is unavailable; the alert was not recorded, retry shortly")]
+    Unavailable,
 }
 
 impl ApiError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::NotFound { .. } | Self::UnknownToken => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::WebhookDisabled(_) | Self::SourceNotAllowed => StatusCode::FORBIDDEN,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Self::NoTicker(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::QuotaExceeded { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -52,6 +95,16 @@ impl ApiError {
         match self {
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::UnknownToken => "unknown_token",
+            Self::WebhookDisabled(_) => "webhook_disabled",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::NoTicker(_) => "no_ticker",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::SourceNotAllowed => "source_not_allowed",
+            Self::RequestTimeout => "request_timeout",
+            Self::Unavailable => "unavailable",
         }
     }
 
@@ -76,13 +129,39 @@ impl ApiError {
             },
         };
         let mut response = json(self.status(), &envelope);
-        if let Self::MethodNotAllowed { allow, .. } = self {
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static(allow));
+        match self {
+            Self::MethodNotAllowed { allow, .. } => {
+                response
+                    .headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            Self::QuotaExceeded { retry_after, .. } | Self::RateLimited { retry_after, .. } => {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+            }
+            Self::Unavailable => {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
         }
         response
     }
+}
+
+/// The answer to an accepted (or duplicate) webhook.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub success: bool,
+    pub signal_id: uuid::Uuid,
+    pub screenshot_status: String,
+    /// Seconds until the screenshot is expected.
+    pub estimated_wait: i64,
+    /// True when this was a retry of an alert already recorded: the
+    /// answer names the first signal and nothing new was stored.
+    pub duplicate: bool,
 }
 
 /// A JSON response with `status` and `value` as its body.

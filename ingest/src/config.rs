@@ -5,7 +5,7 @@
 //! Values are parsed here, not where they are used: a malformed URL or
 //! duration stops the binary before it accepts a single request.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
@@ -71,6 +71,128 @@ pub struct Config {
         value_parser = humantime::parse_duration
     )]
     pub shutdown_grace: Duration,
+
+    /// Largest webhook body accepted, in bytes. TradingView alert messages
+    /// are short; a larger body is refused with 413 as soon as its
+    /// Content-Length (or its first bytes past the limit) shows it.
+    #[arg(long, env = "INGEST_MAX_BODY_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
+    pub max_body_bytes: u32,
+
+    /// How long a client may take to send a request's headers, and then its
+    /// body. A slow client is cut off instead of holding a connection.
+    #[arg(long, env = "INGEST_READ_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub read_timeout: Duration,
+
+    /// How long one database call may take before the webhook is answered
+    /// 503 (TradingView retries it). Keep it well under TradingView's 3 s.
+    #[arg(long, env = "INGEST_DB_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub db_timeout: Duration,
+
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[arg(long, env = "INGEST_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Connections in the direct Postgres pool (with `DATABASE_URL`).
+    #[arg(long, env = "INGEST_DB_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub db_pool_size: u32,
+
+    /// Unknown-token answers one client address may get per minute before
+    /// it is answered 429 without a database call (token guessing).
+    #[arg(long, env = "INGEST_UNKNOWN_TOKEN_PER_MINUTE", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub unknown_token_per_minute: u32,
+
+    /// Source addresses allowed to post webhooks: comma-separated IPs or
+    /// CIDR blocks, or `tradingview` for TradingView's published webhook
+    /// addresses. Empty: any address. Health and metrics are not affected.
+    #[arg(long, env = "INGEST_ALLOWED_SOURCES", value_delimiter = ',')]
+    pub allowed_sources: Vec<SourceRule>,
+
+    /// Reverse proxies (IPs or CIDR blocks) whose `X-Forwarded-For` is
+    /// believed. Empty (the default): the header is ignored and the TCP
+    /// peer is the client, so nobody can forge their address.
+    #[arg(long, env = "INGEST_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// TradingView's published webhook source addresses.
+pub const TRADINGVIEW_WEBHOOK_IPS: [&str; 4] = [
+    "52.89.214.238",
+    "34.212.75.30",
+    "54.218.53.128",
+    "52.32.178.7",
+];
+
+/// One entry of `INGEST_ALLOWED_SOURCES`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceRule {
+    /// TradingView's published addresses.
+    TradingView,
+    Net(IpNet),
+}
+
+impl std::str::FromStr for SourceRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("tradingview") {
+            return Ok(Self::TradingView);
+        }
+        parse_net(s).map(Self::Net)
+    }
+}
+
+/// An IP network from `1.2.3.4`, `1.2.3.0/24`, `::1` or `fd00::/8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet(ipnet::IpNet);
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip)
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_net(s.trim())
+    }
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(IpNet(net));
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| IpNet(ipnet::IpNet::from(ip)))
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR block (or `tradingview`)"))
+}
+
+impl Config {
+    /// The allowlist with the `tradingview` preset expanded; `None` when any
+    /// source may post.
+    pub fn allowed_networks(&self) -> Option<Vec<IpNet>> {
+        if self.allowed_sources.is_empty() {
+            return None;
+        }
+        let mut nets = Vec::new();
+        for rule in &self.allowed_sources {
+            match rule {
+                SourceRule::Net(net) => nets.push(*net),
+                SourceRule::TradingView => nets.extend(
+                    TRADINGVIEW_WEBHOOK_IPS
+                        .iter()
+                        .filter_map(|ip| parse_net(ip).ok()),
+                ),
+            }
+        }
+        Some(nets)
+    }
 }
 
 impl Config {
@@ -141,6 +263,42 @@ mod tests {
         assert!(parse(&[]).is_err());
         let config = parse(&["--database-url=postgres://u:p@localhost/db"]).expect("valid");
         assert!(config.supabase_url.is_none());
+    }
+
+    #[test]
+    fn allowlist_presets_and_proxies_parse() {
+        let config = parse(&[
+            "--database-url=postgres://localhost/db",
+            "--allowed-sources=tradingview,10.0.0.0/8",
+            "--trusted-proxies=127.0.0.1",
+        ])
+        .expect("valid");
+        let nets = config.allowed_networks().expect("an allowlist");
+        assert_eq!(nets.len(), 5);
+        assert!(
+            nets.iter()
+                .any(|n| n.contains("52.89.214.238".parse().expect("ip")))
+        );
+        assert!(
+            nets.iter()
+                .any(|n| n.contains("10.1.2.3".parse().expect("ip")))
+        );
+        assert!(
+            !nets
+                .iter()
+                .any(|n| n.contains("8.8.8.8".parse().expect("ip")))
+        );
+        assert!(config.trusted_proxies[0].contains("127.0.0.1".parse().expect("ip")));
+        assert!(
+            parse(&[
+                "--database-url=postgres://localhost/db",
+                "--allowed-sources=nowhere"
+            ])
+            .is_err()
+        );
+        let open = parse(&["--database-url=postgres://localhost/db"]).expect("valid");
+        assert!(open.allowed_networks().is_none());
+        assert!(open.trusted_proxies.is_empty());
     }
 
     #[test]

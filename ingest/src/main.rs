@@ -1,7 +1,14 @@
-//! `ingest`: parse the config, start logging, serve until SIGINT/SIGTERM.
+//! `ingest`: parse the config, start logging, build the database path,
+//! serve until SIGINT/SIGTERM.
+
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use ingest::Config;
+use ingest::db::{Database, RestPath};
+use ingest::guard::Guard;
+use ingest::metrics::Metrics;
+use ingest::server::{App, Settings};
 use service_runtime::http::Drain;
 use service_runtime::{cli, shutdown, telemetry};
 use tokio::net::TcpListener;
@@ -12,23 +19,71 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(config.log_format).context("Failed to initialise logging")?;
     let stop = shutdown::signal().context("Failed to install signal handlers")?;
 
+    let db = database(&config).context("Failed to set up the database path")?;
+    let guard = Guard::new(
+        config.allowed_networks(),
+        config.trusted_proxies.clone(),
+        config.unknown_token_per_minute,
+    );
+    let settings = Settings {
+        max_body_bytes: config.max_body_bytes,
+        read_timeout: config.read_timeout,
+        max_connections: config.max_connections as usize,
+        grace: config.shutdown_grace,
+    };
+    let database = db.kind();
+    let app = Arc::new(App::new(db, guard, Metrics::new(), settings));
+
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("Failed to listen on {}", config.listen))?;
     let addr = listener
         .local_addr()
         .context("Failed to read the listening address")?;
-    tracing::info!(%addr, grace = ?config.shutdown_grace, "Ingest listening");
+    tracing::info!(%addr, database, grace = ?config.shutdown_grace, "Ingest listening");
 
     let shutdown = async {
         let signal = stop.await;
         tracing::info!(signal = signal.name(), "Shutting down; draining requests");
     };
-    match ingest::run(listener, shutdown, config.shutdown_grace).await {
+    match ingest::run(listener, app, shutdown).await {
         Drain::Complete => tracing::info!("Drained; exiting"),
         Drain::DeadlineExceeded => {
             tracing::warn!(grace = ?config.shutdown_grace, "Grace period over; dropping open connections");
         }
     }
     Ok(())
+}
+
+/// The direct pool when `DATABASE_URL` is set, else PostgREST.
+fn database(config: &Config) -> anyhow::Result<Database> {
+    if let Some(url) = &config.database_url {
+        let pg_config: tokio_postgres::Config = url
+            .expose()
+            .parse()
+            .context("Failed to read DATABASE_URL")?;
+        let manager = deadpool_postgres::Manager::from_config(
+            pg_config,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(config.db_pool_size as usize)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(config.db_timeout))
+            .create_timeout(Some(config.db_timeout))
+            .build()
+            .context("Failed to build the Postgres pool")?;
+        return Ok(Database::pool(pool, config.db_timeout));
+    }
+    let url = config
+        .supabase_url
+        .as_ref()
+        .context("SUPABASE_URL or DATABASE_URL is required")?;
+    let key = config.service_key().context(
+        "SUPABASE_SECRET_KEY or SUPABASE_SERVICE_ROLE_KEY is required with SUPABASE_URL",
+    )?;
+    Ok(Database::rest(RestPath::new(url, key), config.db_timeout))
 }

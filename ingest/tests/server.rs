@@ -1,12 +1,18 @@
 //! The HTTP server as a client sees it: real sockets on `127.0.0.1:0`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
+use ingest::db::{Database, RestPath};
+use ingest::guard::Guard;
+use ingest::metrics::Metrics;
+use ingest::server::{App, Settings};
+use service_runtime::SecretString;
 use service_runtime::http::Drain;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
@@ -32,17 +38,29 @@ impl TestApp {
     }
 }
 
+/// A server whose database path leads nowhere: these tests never reach it.
 async fn spawn_app(grace: Duration) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(ingest::run(
-        listener,
-        async {
-            let _ = stopped.await;
+    let nowhere = RestPath::new(
+        &"http://127.0.0.1:9".parse().expect("url"),
+        &SecretString::from("sb_secret_unused"),
+    );
+    let app = App::new(
+        Database::rest(nowhere, Duration::from_secs(1)),
+        Guard::new(None, vec![], 30),
+        Metrics::new(),
+        Settings {
+            max_body_bytes: 64 * 1024,
+            read_timeout: Duration::from_secs(30),
+            max_connections: 64,
+            grace,
         },
-        grace,
-    ));
+    );
+    let server = tokio::spawn(ingest::run(listener, Arc::new(app), async {
+        let _ = stopped.await;
+    }));
     TestApp { addr, stop, server }
 }
 

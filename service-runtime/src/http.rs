@@ -15,6 +15,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -24,6 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long to pause after `accept` fails before trying again. Accept errors
 /// are mostly resource exhaustion (`EMFILE`, `ENFILE`, `ENOMEM`); retrying
@@ -42,15 +44,31 @@ pub enum Drain {
     DeadlineExceeded,
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves, then drains.
-///
-/// `make_service` is called once per accepted connection with the peer
-/// address, so handlers can see who is calling. On shutdown the listener is
-/// closed at once (new connections are refused), idle keep-alive connections
-/// are closed, requests in flight get up to `grace` to complete.
+/// Connection-level limits of [`serve_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long a client may take to send a request's headers (HTTP/1).
+    /// A slow-loris client is disconnected when it runs out.
+    pub header_read_timeout: Duration,
+    /// Connections served at once. Past it, new connections wait in the
+    /// kernel's accept backlog instead of each costing a task and buffers.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then drains, with
+/// the default [`Limits`].
 pub async fn serve<M, S, B>(
     listener: TcpListener,
-    mut make_service: M,
+    make_service: M,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> Drain
@@ -62,18 +80,46 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    serve_with(listener, make_service, shutdown, grace, Limits::default()).await
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then drains.
+///
+/// `make_service` is called once per accepted connection with the peer
+/// address, so handlers can see who is calling. On shutdown the listener is
+/// closed at once (new connections are refused), idle keep-alive connections
+/// are closed, requests in flight get up to `grace` to complete.
+pub async fn serve_with<M, S, B>(
+    listener: TcpListener,
+    mut make_service: M,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    limits: Limits,
+) -> Drain
+where
+    M: FnMut(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A timer enables hyper's HTTP/1 header read timeout (30 s by default),
-    // so a client that never finishes its headers cannot hold a connection.
-    builder.http1().timer(TokioTimer::new());
+    // A timer enables hyper's HTTP/1 header read timeout, so a client that
+    // never finishes its headers cannot hold a connection.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
 
     let mut shutdown = pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
+            accepted = accept_within(&listener, &slots) => {
+                let (stream, peer, slot) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         tracing::warn!(%error, "Failed to accept a connection; pausing");
@@ -86,6 +132,7 @@ where
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(error) = connection.await {
                         // Client-side trouble (resets, malformed requests,
                         // timeouts) is routine on the internet, not our error.
@@ -102,4 +149,18 @@ where
         () = graceful.shutdown() => Drain::Complete,
         () = tokio::time::sleep(grace) => Drain::DeadlineExceeded,
     }
+}
+
+/// Waits for a free connection slot, then for a connection.
+async fn accept_within(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let slot = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the connection semaphore is never closed");
+    let (stream, peer) = listener.accept().await?;
+    Ok((stream, peer, slot))
 }

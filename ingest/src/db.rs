@@ -1,0 +1,378 @@
+//! The database path: one call of `public.ingest_signal` per webhook.
+//!
+//! Two ways to make the call, with the same arguments and the same answer:
+//!
+//! - [`Database::Rest`]: through PostgREST (`POST /rest/v1/rpc/ingest_signal`)
+//!   with the project's secret key, the way every Supabase project can be
+//!   reached. The `postgrest` crate builds the request.
+//! - [`Database::Pool`]: over a `deadpool-postgres` pool straight to
+//!   Postgres, one HTTP hop fewer, for deployments next to the database.
+//!
+//! Both take the arguments as one JSON object of named parameters
+//! ([`IngestCall::arguments`]), so the two paths cannot drift apart: the
+//! pool passes that object as a single `jsonb` parameter and unpacks it in
+//! SQL with the same names PostgREST uses.
+//!
+//! Every call is bounded by a deadline: TradingView gives up after 3 s, so a
+//! database that does not answer must turn into a quick 503 (which
+//! TradingView retries), never a hung request.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use service_runtime::{ExposeSecret as _, SecretString};
+use url::Url;
+use uuid::Uuid;
+
+use crate::signal::{Signal, WebhookToken};
+
+/// Why the edge refused a body before the database saw a signal. The
+/// database still logs the delivery for the trader (`p_reject_code`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// 422: nothing in the body names an instrument.
+    NoTicker,
+    /// 400: not UTF-8, a NUL byte, or empty.
+    InvalidBody,
+    /// 413: larger than the configured limit.
+    BodyTooLarge,
+}
+
+impl Rejection {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NoTicker => "no_ticker",
+            Self::InvalidBody => "invalid_body",
+            Self::BodyTooLarge => "body_too_large",
+        }
+    }
+}
+
+/// One webhook, as `ingest_signal` takes it.
+#[derive(Debug)]
+pub struct IngestCall<'a> {
+    pub token: &'a WebhookToken,
+    pub received_at: DateTime<Utc>,
+    /// The body exactly as received (for a rejected body that was not
+    /// text, a lossy rendering: only its start is kept, in the log).
+    pub raw_message: &'a str,
+    /// `?chart=` from the URL; wins over a chart id in the body.
+    pub chart_id: Option<&'a str>,
+    pub body: Result<&'a Signal, (Rejection, String)>,
+}
+
+impl IngestCall<'_> {
+    /// The named arguments of `public.ingest_signal`.
+    pub fn arguments(&self) -> Value {
+        let mut args = json!({
+            "p_token": self.token.expose(),
+            "p_received_at": self.received_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            "p_raw_message": self.raw_message,
+            "p_chart_id": self.chart_id,
+        });
+        let extra = match &self.body {
+            Ok(signal) => {
+                let ticker = signal.ticker();
+                json!({
+                    "p_chart_id": self.chart_id.or_else(|| signal.chart_id().map(crate::signal::ChartId::as_str)),
+                    "p_ticker": ticker.to_string(),
+                    "p_exchange": ticker.exchange(),
+                    "p_symbol": ticker.symbol(),
+                    "p_price": signal.price().map(|p| p.as_decimal().to_string()),
+                    "p_direction": signal.direction().map(crate::signal::Direction::as_str),
+                    "p_signal_type": signal.signal_type(),
+                    "p_interval": signal.interval().map(|i| i.to_string()),
+                    "p_indicator_name": signal.indicator(),
+                    "p_signal_time": signal.time().map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+                })
+            }
+            Err((rejection, message)) => json!({
+                "p_reject_code": rejection.code(),
+                "p_reject_message": message,
+            }),
+        };
+        if let (Value::Object(args), Value::Object(extra)) = (&mut args, extra) {
+            args.extend(extra);
+        }
+        args
+    }
+}
+
+/// What `ingest_signal` decided; maps one-to-one onto the HTTP answer.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct IngestOutcome {
+    /// `accepted`, `duplicate`, `unknown_token`, `webhook_disabled`,
+    /// `no_ticker`, `invalid_body`, `body_too_large`, `quota_exceeded`,
+    /// `rate_limited`.
+    pub outcome: String,
+    pub http_status: u16,
+    #[serde(default)]
+    pub signal_id: Option<Uuid>,
+    #[serde(default)]
+    pub screenshot_status: Option<String>,
+    #[serde(default)]
+    pub estimated_wait: Option<i64>,
+    #[serde(default)]
+    pub retry_after: Option<i64>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Queue figures for `/health`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct QueueStatus {
+    pub queue_length: i64,
+    pub active_workers: i64,
+}
+
+/// Why the database path failed. Never shown to callers (they get an
+/// opaque 503); logged once where it is mapped.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
+    /// reqwest's message with the URL stripped (it holds no secret, but
+    /// the message stays the same whatever the deployment).
+    #[error("PostgREST could not be reached: {0}")]
+    Http(String),
+    #[error("PostgREST answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("no connection from the pool")]
+    Pool(#[source] deadpool_postgres::PoolError),
+    #[error("the query failed")]
+    Query(#[source] tokio_postgres::Error),
+    #[error("the answer was not what ingest_signal returns")]
+    Decode(#[source] serde_json::Error),
+}
+
+/// PostgREST reached with the service key.
+pub struct RestPath {
+    client: postgrest::Postgrest,
+}
+
+impl std::fmt::Debug for RestPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestPath").finish_non_exhaustive()
+    }
+}
+
+/// The headers that authenticate the service: a new secret key
+/// (`sb_secret_...`) goes only in `apikey` (the Supabase gateway turns it
+/// into the service role); a legacy service-role JWT also as a bearer token,
+/// which is what PostgREST itself checks.
+pub fn service_headers(key: &SecretString) -> Vec<(&'static str, String)> {
+    let key = key.expose_secret();
+    let mut headers = vec![("apikey", key.to_owned())];
+    if !key.starts_with("sb_secret_") {
+        headers.push(("Authorization", format!("Bearer {key}")));
+    }
+    headers
+}
+
+impl RestPath {
+    pub fn new(supabase_url: &Url, key: &SecretString) -> Self {
+        let base = format!("{}/rest/v1", supabase_url.as_str().trim_end_matches('/'));
+        let mut client = postgrest::Postgrest::new(base);
+        for (name, value) in service_headers(key) {
+            client = client.insert_header(name, value);
+        }
+        Self { client }
+    }
+
+    async fn rpc(&self, function: &str, args: &Value) -> Result<Value, DbError> {
+        let response = self
+            .client
+            .rpc(function, args.to_string())
+            .execute()
+            .await
+            .map_err(|e| DbError::Http(e.without_url().to_string()))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| DbError::Http(e.without_url().to_string()))?;
+        if !status.is_success() {
+            return Err(DbError::Status {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+            });
+        }
+        serde_json::from_slice(&body).map_err(DbError::Decode)
+    }
+}
+
+/// The SQL behind [`Database::Pool`]: the JSON of named arguments unpacked
+/// with the names PostgREST would use.
+const INGEST_SQL: &str = "select public.ingest_signal(
+    p_token => a->>'p_token',
+    p_received_at => (a->>'p_received_at')::timestamptz,
+    p_raw_message => a->>'p_raw_message',
+    p_chart_id => a->>'p_chart_id',
+    p_ticker => a->>'p_ticker',
+    p_exchange => a->>'p_exchange',
+    p_symbol => a->>'p_symbol',
+    p_price => (a->>'p_price')::numeric,
+    p_direction => a->>'p_direction',
+    p_signal_type => a->>'p_signal_type',
+    p_interval => a->>'p_interval',
+    p_indicator_name => a->>'p_indicator_name',
+    p_signal_time => (a->>'p_signal_time')::timestamptz,
+    p_reject_code => a->>'p_reject_code',
+    p_reject_message => a->>'p_reject_message')
+  from (select $1::jsonb as a) as args";
+
+/// Where `ingest_signal` is called, and how long a call may take.
+#[derive(Debug)]
+pub struct Database {
+    path: Path,
+    deadline: Duration,
+}
+
+#[derive(Debug)]
+enum Path {
+    Rest(RestPath),
+    Pool(deadpool_postgres::Pool),
+}
+
+impl Database {
+    pub fn rest(rest: RestPath, deadline: Duration) -> Self {
+        Self {
+            path: Path::Rest(rest),
+            deadline,
+        }
+    }
+
+    pub fn pool(pool: deadpool_postgres::Pool, deadline: Duration) -> Self {
+        Self {
+            path: Path::Pool(pool),
+            deadline,
+        }
+    }
+
+    /// `rest` or `pool`, for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self.path {
+            Path::Rest(_) => "rest",
+            Path::Pool(_) => "pool",
+        }
+    }
+
+    /// Calls `public.ingest_signal` once.
+    pub async fn ingest(&self, call: &IngestCall<'_>) -> Result<IngestOutcome, DbError> {
+        let args = call.arguments();
+        let value = self
+            .bounded(async {
+                match &self.path {
+                    Path::Rest(rest) => rest.rpc("ingest_signal", &args).await,
+                    Path::Pool(pool) => {
+                        let client = pool.get().await.map_err(DbError::Pool)?;
+                        let statement = client
+                            .prepare_cached(INGEST_SQL)
+                            .await
+                            .map_err(DbError::Query)?;
+                        let row = client
+                            .query_one(&statement, &[&args])
+                            .await
+                            .map_err(DbError::Query)?;
+                        Ok(row.get::<_, Value>(0))
+                    }
+                }
+            })
+            .await?;
+        serde_json::from_value(value).map_err(DbError::Decode)
+    }
+
+    /// Queue length and live capture daemons (`public.capture_queue_status()`);
+    /// also proves the database path works, for `/health/ready`.
+    pub async fn queue_status(&self) -> Result<QueueStatus, DbError> {
+        let value = self
+            .bounded(async {
+                match &self.path {
+                    Path::Rest(rest) => rest.rpc("capture_queue_status", &json!({})).await,
+                    Path::Pool(pool) => {
+                        let client = pool.get().await.map_err(DbError::Pool)?;
+                        let row = client
+                            .query_one("select public.capture_queue_status()", &[])
+                            .await
+                            .map_err(DbError::Query)?;
+                        Ok(row.get::<_, Value>(0))
+                    }
+                }
+            })
+            .await?;
+        serde_json::from_value(value).map_err(DbError::Decode)
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        tokio::time::timeout(self.deadline, work)
+            .await
+            .map_err(|_| DbError::Timeout(self.deadline))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_keys_go_in_apikey_only_and_legacy_jwts_also_as_bearer() {
+        let new = service_headers(&SecretString::from("sb_secret_abc"));
+        assert_eq!(new, vec![("apikey", "sb_secret_abc".to_owned())]);
+        let legacy = service_headers(&SecretString::from("eyJ.a.b"));
+        assert_eq!(
+            legacy,
+            vec![
+                ("apikey", "eyJ.a.b".to_owned()),
+                ("Authorization", "Bearer eyJ.a.b".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn arguments_carry_the_parsed_signal_and_the_url_chart_wins() {
+        let token = WebhookToken::parse("abcdefghijklmnopqrstuvwxyz0123").expect("token");
+        let signal = Signal::parse(
+            br#"{"ticker":"BINANCE:BTCUSDT","price":"67,890.50","side":"buy","tf":"1h","chart":"aaaa1111"}"#,
+        )
+        .expect("signal");
+        let received_at = DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let mut call = IngestCall {
+            token: &token,
+            received_at,
+            raw_message: signal.raw_message(),
+            chart_id: Some("bbbb2222"),
+            body: Ok(&signal),
+        };
+        let args = call.arguments();
+        assert_eq!(args["p_token"], "abcdefghijklmnopqrstuvwxyz0123");
+        assert_eq!(args["p_received_at"], "2026-11-22T10:00:00.000000Z");
+        assert_eq!(args["p_ticker"], "BINANCE:BTCUSDT");
+        assert_eq!(args["p_exchange"], "BINANCE");
+        assert_eq!(args["p_symbol"], "BTCUSDT");
+        assert_eq!(args["p_price"], "67890.50");
+        assert_eq!(args["p_direction"], "long");
+        assert_eq!(args["p_chart_id"], "bbbb2222");
+        assert!(args.get("p_reject_code").is_none());
+        call.chart_id = None;
+        assert_eq!(call.arguments()["p_chart_id"], "aaaa1111");
+
+        let rejected = IngestCall {
+            token: &token,
+            received_at,
+            raw_message: "hello",
+            chart_id: None,
+            body: Err((Rejection::NoTicker, "no ticker found".into())),
+        };
+        let args = rejected.arguments();
+        assert_eq!(args["p_reject_code"], "no_ticker");
+        assert_eq!(args["p_reject_message"], "no ticker found");
+        assert!(args.get("p_ticker").is_none());
+    }
+}
