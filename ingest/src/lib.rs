@@ -15,6 +15,11 @@
 //!   body (JSON, labelled lines, TradingView's default messages, free text)
 //!   into a typed [`signal::Signal`] or a [`signal::ParseError`] that tells
 //!   the trader what to send. No I/O; fuzzed and property-tested.
+//! - [`spool`]: a durable local spool for webhooks that arrive while the
+//!   database path is down (append-only segment files, fsync'd before the
+//!   edge answers, bounded, crash-safe), and the [`spool::Replayer`] that
+//!   feeds them to the database in arrival order once it is back. Pure of
+//!   HTTP and database code; the edge wires it in.
 //! - [`api`]: the JSON answers and [`api::ApiError`], the single place where
 //!   an error becomes an HTTP status and body.
 //!
@@ -29,6 +34,7 @@ pub mod api;
 pub mod config;
 pub mod server;
 pub mod signal;
+pub mod spool;
 
 pub use config::Config;
 pub use server::run;
