@@ -759,7 +759,6 @@ impl Writer {
         let mut buf = Vec::new();
         let mut first_error: Option<SpoolError> = None;
         let max_bytes = self.shared.max_bytes;
-        let mut added_bytes = 0_u64;
 
         for (frame, received_at, reply) in appends {
             if self.poisoned || first_error.is_some() {
@@ -767,7 +766,9 @@ impl Writer {
                 continue;
             }
             let len = frame.len() as u64;
-            if self.view.unacked_bytes + added_bytes + len > max_bytes {
+            // `buf` holds this batch's records not yet flushed; flushed ones
+            // are already counted in `unacked_bytes`.
+            if self.view.unacked_bytes + buf.len() as u64 + len > max_bytes {
                 self.shared.full_total.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(Err(SpoolError::Full { max_bytes }));
                 continue;
@@ -798,7 +799,6 @@ impl Writer {
             {
                 self.view.oldest = Some(received_at);
             }
-            added_bytes += len;
             buf.extend_from_slice(&frame);
             pending.push(reply);
         }

@@ -326,6 +326,41 @@ async fn a_full_spool_refuses_until_records_are_acknowledged() {
     ));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_concurrency_a_full_spool_admits_exactly_its_cap() {
+    let dir = TempDir::new().unwrap();
+    let frame_len = webhook(0).encode_frame().len() as u64;
+    // Batches of concurrent appends roll over segments of three records.
+    let spool = open(&SpoolConfig {
+        segment_bytes: frame_len * 3,
+        ..SpoolConfig::new(dir.path(), frame_len * 10)
+    });
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let spool = spool.clone();
+            tokio::spawn(async move {
+                let mut w = webhook(0);
+                w.delivery_id = uuid::Uuid::now_v7();
+                spool.append(&w).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(SpoolError::Full { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok, 10);
+    let stats = spool.stats();
+    assert_eq!(
+        (stats.entries, stats.bytes, stats.full_total),
+        (10, frame_len * 10, 30)
+    );
+}
+
 #[tokio::test]
 async fn a_record_larger_than_the_spool_is_too_large() {
     let dir = TempDir::new().unwrap();
