@@ -509,11 +509,20 @@ impl Writer {
     )]
     fn open(config: &SpoolConfig) -> Result<(Self, Recovery), SpoolError> {
         let dir = config.dir.clone();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io_err("create", &dir))?;
+        if !dir.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io_err("create", &dir))?;
+            // The new directory's own name must survive a power loss too, or
+            // every record in it could vanish with it.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                File::open(parent)
+                    .and_then(|p| p.sync_all())
+                    .map_err(io_err("fsync", parent))?;
+            }
+        }
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
