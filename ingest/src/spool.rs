@@ -66,7 +66,7 @@ mod replay;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::{self, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -419,63 +419,82 @@ fn read_entries(shared: &Shared, max: usize) -> Result<Vec<SpoolEntry>, SpoolErr
             break;
         }
         let path = segment_path(&shared.dir, segment);
-        let offset = if segment == at.segment { at.offset } else { 0 };
+        let mut offset = if segment == at.segment { at.offset } else { 0 };
         // Completed segments never change; the last one only up to `end`.
         let limit = if segment == view.end.segment {
-            Some(view.end.offset)
+            view.end.offset.saturating_sub(offset)
         } else {
-            None
+            u64::MAX
         };
         let mut file = File::open(&path).map_err(io_err("open", &path))?;
         file.seek(SeekFrom::Start(offset))
             .map_err(io_err("seek in", &path))?;
-        let mut buf = Vec::new();
-        match limit {
-            Some(limit) => file
-                .take(limit.saturating_sub(offset))
-                .read_to_end(&mut buf),
-            None => file.read_to_end(&mut buf),
-        }
-        .map_err(io_err("read", &path))?;
-        let mut pos = 0;
+        // Frame by frame, so a batch costs what it reads, not the segment.
+        let mut reader = BufReader::new(file.take(limit));
+        let mut frame = Vec::new();
         while entries.len() < max && ordinal < view.end_ordinal {
-            match next_frame(&buf[pos..]) {
-                Frame::End => break,
-                Frame::Complete { payload, len } => {
-                    let record_offset = offset + pos as u64;
-                    let webhook = SpooledWebhook::decode_payload(payload).map_err(|source| {
-                        SpoolError::Undecodable {
-                            path: path.clone(),
-                            offset: record_offset,
-                            source,
-                        }
-                    })?;
-                    pos += len;
-                    at = Position {
-                        segment,
-                        offset: offset + pos as u64,
-                    };
-                    entries.push(SpoolEntry {
-                        webhook,
-                        ordinal,
-                        end: at,
-                    });
-                    ordinal += 1;
-                }
-                Frame::Bad => {
-                    return Err(SpoolError::Io {
-                        action: "read a record that was durable from",
-                        path,
-                        source: io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("bad frame at offset {}", offset + pos as u64),
-                        ),
-                    });
-                }
+            let bad = |what: &str| SpoolError::Io {
+                action: "read a durable record from",
+                path: path.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{what} at offset {offset}"),
+                ),
+            };
+            frame.clear();
+            frame.resize(record::HEADER_LEN, 0);
+            match read_full(&mut reader, &mut frame).map_err(io_err("read", &path))? {
+                0 => break,
+                n if n < record::HEADER_LEN => return Err(bad("torn frame header")),
+                _ => {}
             }
+            let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+            if len > MAX_RECORD_BYTES {
+                return Err(bad("frame length out of bounds"));
+            }
+            frame.resize(record::HEADER_LEN + len, 0);
+            if read_full(&mut reader, &mut frame[record::HEADER_LEN..])
+                .map_err(io_err("read", &path))?
+                < len
+            {
+                return Err(bad("torn frame"));
+            }
+            let Frame::Complete { payload, len } = next_frame(&frame) else {
+                return Err(bad("bad frame"));
+            };
+            let webhook = SpooledWebhook::decode_payload(payload).map_err(|source| {
+                SpoolError::Undecodable {
+                    path: path.clone(),
+                    offset,
+                    source,
+                }
+            })?;
+            offset += len as u64;
+            at = Position { segment, offset };
+            entries.push(SpoolEntry {
+                webhook,
+                ordinal,
+                end: at,
+            });
+            ordinal += 1;
         }
     }
     Ok(entries)
+}
+
+/// Fills `buf` from `reader` as far as it goes; returns how many bytes it
+/// read (less than `buf.len()` only at the end of the input).
+fn read_full(reader: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// The segment being appended to.

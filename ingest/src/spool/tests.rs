@@ -147,6 +147,23 @@ async fn replayed_segments_are_deleted_and_an_empty_spool_leaves_no_segment() {
 }
 
 #[tokio::test]
+async fn reading_and_acknowledging_in_small_batches_sees_every_record_once() {
+    let dir = TempDir::new().unwrap();
+    let spool = open(&config(dir.path()));
+    append_range(&spool, 0..100).await;
+    let mut seen = Vec::new();
+    loop {
+        let batch = spool.read(7).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        assert!(batch.len() <= 7);
+        seen.extend(batch.iter().map(number));
+        spool.ack(last).await.unwrap();
+    }
+    assert_eq!(seen, (0..100).collect::<Vec<_>>());
+    assert!(segment_files(dir.path()).is_empty());
+}
+
+#[tokio::test]
 async fn acknowledging_an_old_entry_again_changes_nothing() {
     let dir = TempDir::new().unwrap();
     let spool = open(&config(dir.path()));
@@ -639,14 +656,17 @@ impl ReplaySink for Arc<Recorder> {
     }
 }
 
+/// Polls `done` until it holds, for up to 10 s of real time (with a paused
+/// tokio clock, the sleeps between polls take no real time at all).
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..2000 {
-        if done() {
-            return;
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!("timed out waiting until {what}");
 }
 
 #[tokio::test]
@@ -787,8 +807,8 @@ async fn the_replayer_wakes_up_for_new_records() {
     for n in 0..3 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         spool.append(&webhook(n)).await.unwrap();
-        eventually("the record is replayed", || {
-            sink.seen.lock().unwrap().len() as u64 == n + 1
+        eventually("the record is replayed and acknowledged", || {
+            sink.seen.lock().unwrap().len() as u64 == n + 1 && spool.stats().entries == 0
         })
         .await;
     }
