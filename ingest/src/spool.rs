@@ -13,13 +13,17 @@
 //!   directory when the append created a segment), so a 202 sent after it
 //!   survives a crash, `kill -9` or power loss.
 //! - **Torn writes are never misread.** Each record carries its length and a
-//!   CRC-32 (the format is described in `spool/record.rs`). [`Spool::open`] scans what
-//!   is left to replay; a cut-short or garbage frame ends the scan and the
-//!   file is truncated there (that record was never acknowledged to a
-//!   client: its append had not returned). A record written by a newer
-//!   format version stops `open` with an error instead of being guessed at.
-//! - **Arrival order.** Records come back in the order their appends
-//!   completed; one writer thread serialises all writes.
+//!   CRC-32 (the format is described in `spool/record.rs`). [`Spool::open`]
+//!   scans what is left to replay; a cut-short or garbage frame ends the
+//!   scan and the file is truncated there (no client was answered for it:
+//!   its append had not returned). A record written by a newer format
+//!   version stops `open` with an error instead of being guessed at. A
+//!   record complete on disk whose append had not returned yet when the
+//!   process died is kept and replayed; the sender's retry of it then meets
+//!   the database's 30 s dedup, since the replay keeps the receive time.
+//! - **Arrival order.** Records come back in the order they reached the
+//!   writer thread, which serialises all writes: one request task's appends
+//!   in the order it made them.
 //! - **Acknowledged means gone.** [`Spool::ack`] moves a cursor that is
 //!   fsync'd before `ack` returns (two checksummed slots written in turn, so
 //!   a torn cursor write falls back to the previous one), then deletes the
@@ -59,7 +63,9 @@
 //! `/metrics`, without touching the disk.
 //!
 //! The module knows nothing about HTTP or the database: the edge decides
-//! when to spool, and a [`ReplaySink`] decides what a replay means.
+//! when to spool (and, since tokens cannot be checked while the database is
+//! down, how much one client address may spool: each record keeps
+//! `client_ip` for that), and a [`ReplaySink`] decides what a replay means.
 
 mod record;
 mod replay;
