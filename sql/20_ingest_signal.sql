@@ -3,19 +3,28 @@
 --
 -- Guarantees, in the order they are decided, in one transaction:
 --   1. unknown token           -> unknown_token (404); nothing is written (no trader to attribute to).
---   2. webhook disabled        -> webhook_disabled (403), logged in webhook_deliveries.
---   3. edge rejection          -> the edge's code (no_ticker 422, invalid_body 400, body_too_large
+--   2. replay of a delivery that was already accepted (p_delivery_id seen before for this trader)
+--                              -> duplicate (200) with the first signal's id, however late it comes
+--                                 and whatever arrived in between. The edge sends one delivery id
+--                                 with every call for one webhook, so a call that committed but whose
+--                                 answer was lost (timeout, crash), spooled and replayed minutes
+--                                 later, is not stored twice: it gets the answer the first call got.
+--   3. webhook disabled        -> webhook_disabled (403), logged in webhook_deliveries.
+--   4. edge rejection          -> the edge's code (no_ticker 422, invalid_body 400, body_too_large
 --                                 413), logged, so the trader sees why an alert did not land.
---   4. retry of an accepted alert (same trader, chart and body within 30 s of each other)
+--   5. retry of an accepted alert (same trader, chart and body within 30 s of each other)
 --                              -> duplicate (200) with the first signal's id; no second signal.
 --                                 Checked before quota and rate limit: a retry gets the first answer.
---   5. monthly quota           -> quota_exceeded (429, retry_after = seconds to the next month, UTC).
+--   6. monthly quota           -> quota_exceeded (429, retry_after = seconds to the next month, UTC).
 --                                 The period resets lazily here when a signal arrives in a new month.
---   6. per-minute rate limit   -> rate_limited (429, retry_after = seconds to the window's end).
---   7. accepted (200)          -> signal row (pending), capture job with the plan's priority, dedup
+--   7. per-minute rate limit   -> rate_limited (429, retry_after = seconds to the window's end).
+--   8. accepted (200)          -> signal row (pending), capture job with the plan's priority, dedup
 --                                 fingerprint, counters, delivery row, and a daemon wake-up.
 -- The trader's user_config row is locked (FOR UPDATE) for the whole decision, so concurrent alerts
--- of one trader are decided one after another: the quota admits exactly its limit, never one more.
+-- of one trader are decided one after another: the quota admits exactly its limit, never one more,
+-- and a replay waits for a first call still in flight with the same delivery id, then sees it.
+-- Delivery ids are kept on webhook_deliveries (a unique partial index over accepted rows), as long
+-- as the delivery log itself; without p_delivery_id (older callers) the call costs nothing extra.
 --
 -- The wake-up: NOTIFY serialises every committing transaction on a global lock, so it is sent only
 -- when a capture daemon has said it is idle (private.capture_daemon_idle()), once per idle period.
@@ -41,6 +50,10 @@ $$;
 comment on function private.wake_capture_daemon() is 'NOTIFY capture_jobs, but only when a daemon announced it is idle (once per idle period).';
 revoke all on function private.wake_capture_daemon() from public, anon, authenticated, service_role;
 
+-- The signature before p_delivery_id: dropped so that no overload remains (PostgREST refuses to
+-- choose between overloads that both match a call).
+drop function if exists public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text);
+
 create or replace function public.ingest_signal(
   p_token text,
   p_received_at timestamptz,
@@ -56,7 +69,8 @@ create or replace function public.ingest_signal(
   p_indicator_name text default null,
   p_signal_time timestamptz default null,
   p_reject_code text default null,
-  p_reject_message text default null
+  p_reject_message text default null,
+  p_delivery_id uuid default null
 )
 returns jsonb
 language plpgsql
@@ -90,10 +104,29 @@ begin
   end if;
   select * into strict v_plan from public.plans where id = v_cfg.plan;
 
+  if p_delivery_id is not null then
+    select d.signal_id, s.screenshot_status into v_dup
+      from public.webhook_deliveries d
+      left join public.signals s on s.id = d.signal_id
+     where d.user_id = v_cfg.user_id
+       and d.delivery_id = p_delivery_id
+       and d.outcome = 'accepted';
+    if found then
+      insert into public.webhook_deliveries (user_id, received_at, outcome, http_status, message, signal_id, chart_id,
+                                             body_excerpt, delivery_id)
+      values (v_cfg.user_id, p_received_at, 'duplicate', 200,
+              'this delivery was already accepted (a replay after a lost answer): the first signal was kept',
+              v_dup.signal_id, left(p_chart_id, 64), v_excerpt, p_delivery_id);
+      return jsonb_build_object('outcome', 'duplicate', 'http_status', 200, 'signal_id', v_dup.signal_id,
+        'screenshot_status', v_dup.screenshot_status,
+        'estimated_wait', private.estimated_capture_wait(v_plan.capture_priority));
+    end if;
+  end if;
+
   if not v_cfg.webhook_enabled then
     v_message := 'this webhook is disabled; enable it in your dashboard';
-    insert into public.webhook_deliveries (user_id, received_at, outcome, reason, http_status, message, chart_id, body_excerpt)
-    values (v_cfg.user_id, p_received_at, 'rejected', 'webhook_disabled', 403, v_message, left(p_chart_id, 64), v_excerpt);
+    insert into public.webhook_deliveries (user_id, received_at, outcome, reason, http_status, message, chart_id, body_excerpt, delivery_id)
+    values (v_cfg.user_id, p_received_at, 'rejected', 'webhook_disabled', 403, v_message, left(p_chart_id, 64), v_excerpt, p_delivery_id);
     return jsonb_build_object('outcome', 'webhook_disabled', 'http_status', 403, 'message', v_message);
   end if;
 
@@ -107,8 +140,8 @@ begin
       raise exception 'ingest_signal: unknown p_reject_code %', p_reject_code using errcode = '22023';
     end if;
     v_message := left(coalesce(p_reject_message, p_reject_code), 1000);
-    insert into public.webhook_deliveries (user_id, received_at, outcome, reason, http_status, message, chart_id, body_excerpt)
-    values (v_cfg.user_id, p_received_at, 'rejected', p_reject_code, v_status, v_message, left(p_chart_id, 64), v_excerpt);
+    insert into public.webhook_deliveries (user_id, received_at, outcome, reason, http_status, message, chart_id, body_excerpt, delivery_id)
+    values (v_cfg.user_id, p_received_at, 'rejected', p_reject_code, v_status, v_message, left(p_chart_id, 64), v_excerpt, p_delivery_id);
     return jsonb_build_object('outcome', p_reject_code, 'http_status', v_status, 'message', v_message);
   end if;
 
@@ -128,10 +161,10 @@ begin
      and d.received_at >= p_received_at - c_dedup_window
      and d.received_at <= p_received_at + c_dedup_window;
   if found then
-    insert into public.webhook_deliveries (user_id, received_at, outcome, http_status, message, signal_id, chart_id, body_excerpt)
+    insert into public.webhook_deliveries (user_id, received_at, outcome, http_status, message, signal_id, chart_id, body_excerpt, delivery_id)
     values (v_cfg.user_id, p_received_at, 'duplicate', 200,
             'same alert received again within 30 seconds (a retry): the first signal was kept',
-            v_dup.signal_id, left(p_chart_id, 64), v_excerpt);
+            v_dup.signal_id, left(p_chart_id, 64), v_excerpt, p_delivery_id);
     return jsonb_build_object('outcome', 'duplicate', 'http_status', 200, 'signal_id', v_dup.signal_id,
       'screenshot_status', v_dup.screenshot_status,
       'estimated_wait', private.estimated_capture_wait(v_plan.capture_priority));
@@ -148,8 +181,8 @@ begin
       ((v_cfg.quota_period_start + interval '1 month')::timestamp at time zone 'UTC') - p_received_at)))::integer;
     v_message := format('monthly quota of %s signals reached on the %s plan; it resets at the start of next month (UTC)',
                         v_plan.monthly_signal_quota, v_plan.name);
-    insert into public.webhook_deliveries (user_id, received_at, outcome, reason, http_status, message, chart_id, body_excerpt)
-    values (v_cfg.user_id, p_received_at, 'rejected', 'quota_exceeded', 429, v_message, left(p_chart_id, 64), v_excerpt);
+    insert into public.webhook_deliveries (user_id, received_at, outcome, reason, http_status, message, chart_id, body_excerpt, delivery_id)
+    values (v_cfg.user_id, p_received_at, 'rejected', 'quota_exceeded', 429, v_message, left(p_chart_id, 64), v_excerpt, p_delivery_id);
     return jsonb_build_object('outcome', 'quota_exceeded', 'http_status', 429, 'message', v_message,
       'retry_after', v_retry_after);
   end if;
@@ -163,8 +196,8 @@ begin
       v_cfg.rate_window_started_at + c_rate_window - p_received_at)))::integer;
     v_message := format('rate limit of %s signals per minute reached on the %s plan',
                         v_plan.rate_limit_per_minute, v_plan.name);
-    insert into public.webhook_deliveries (user_id, received_at, outcome, reason, http_status, message, chart_id, body_excerpt)
-    values (v_cfg.user_id, p_received_at, 'rejected', 'rate_limited', 429, v_message, left(p_chart_id, 64), v_excerpt);
+    insert into public.webhook_deliveries (user_id, received_at, outcome, reason, http_status, message, chart_id, body_excerpt, delivery_id)
+    values (v_cfg.user_id, p_received_at, 'rejected', 'rate_limited', 429, v_message, left(p_chart_id, 64), v_excerpt, p_delivery_id);
     return jsonb_build_object('outcome', 'rate_limited', 'http_status', 429, 'message', v_message,
       'retry_after', v_retry_after);
   end if;
@@ -194,8 +227,8 @@ begin
          rate_window_count = v_cfg.rate_window_count + 1
    where user_id = v_cfg.user_id;
 
-  insert into public.webhook_deliveries (user_id, received_at, outcome, http_status, signal_id, chart_id, body_excerpt)
-  values (v_cfg.user_id, p_received_at, 'accepted', 200, v_signal_id, left(p_chart_id, 64), v_excerpt);
+  insert into public.webhook_deliveries (user_id, received_at, outcome, http_status, signal_id, chart_id, body_excerpt, delivery_id)
+  values (v_cfg.user_id, p_received_at, 'accepted', 200, v_signal_id, left(p_chart_id, 64), v_excerpt, p_delivery_id);
 
   perform private.wake_capture_daemon();
 
@@ -204,9 +237,9 @@ begin
     'estimated_wait', private.estimated_capture_wait(v_plan.capture_priority));
 end;
 $$;
-comment on function public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text) is
-  'The webhook edge''s one call per alert: decides unknown/disabled/rejected/duplicate/quota/rate limit/accepted in one transaction. Service role only.';
-revoke all on function public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text)
+comment on function public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text, uuid) is
+  'The webhook edge''s one call per alert: decides unknown/disabled/rejected/duplicate/quota/rate limit/accepted in one transaction. p_delivery_id makes a replayed call idempotent. Service role only.';
+revoke all on function public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text, uuid)
   from public, anon, authenticated, service_role;
-grant execute on function public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text)
+grant execute on function public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text, uuid)
   to service_role;

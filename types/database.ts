@@ -201,6 +201,7 @@ export type Database = {
         Row: {
           body_excerpt: string | null;
           chart_id: string | null;
+          delivery_id: string | null;
           http_status: number;
           id: number;
           message: string | null;
@@ -214,6 +215,7 @@ export type Database = {
         Insert: {
           body_excerpt?: string | null;
           chart_id?: string | null;
+          delivery_id?: string | null;
           http_status: number;
           id?: never;
           message?: string | null;
@@ -226,6 +228,7 @@ export type Database = {
         Update: {
           body_excerpt?: string | null;
           chart_id?: string | null;
+          delivery_id?: string | null;
           http_status?: number;
           id?: never;
           message?: string | null;
@@ -254,6 +257,7 @@ export type Database = {
       ingest_signal: {
         Args: {
           p_chart_id?: string;
+          p_delivery_id?: string;
           p_direction?: string;
           p_exchange?: string;
           p_indicator_name?: string;

@@ -53,6 +53,10 @@ impl Rejection {
 /// One webhook, as `ingest_signal` takes it.
 #[derive(Debug)]
 pub struct IngestCall<'a> {
+    /// A time-ordered id for this delivery, made when it arrived. A later
+    /// call with the same id (a replay from the spool of a call whose
+    /// answer was lost) gets the first answer instead of a second signal.
+    pub delivery_id: Uuid,
     pub token: &'a WebhookToken,
     pub received_at: DateTime<Utc>,
     /// The body exactly as received (for a rejected body that was not
@@ -67,6 +71,7 @@ impl IngestCall<'_> {
     /// The named arguments of `public.ingest_signal`.
     pub fn arguments(&self) -> Value {
         let mut args = json!({
+            "p_delivery_id": self.delivery_id,
             "p_token": self.token.expose(),
             "p_received_at": self.received_at.to_rfc3339_opts(SecondsFormat::Micros, true),
             "p_raw_message": self.raw_message,
@@ -220,7 +225,8 @@ const INGEST_SQL: &str = "select public.ingest_signal(
     p_indicator_name => a->>'p_indicator_name',
     p_signal_time => (a->>'p_signal_time')::timestamptz,
     p_reject_code => a->>'p_reject_code',
-    p_reject_message => a->>'p_reject_message')
+    p_reject_message => a->>'p_reject_message',
+    p_delivery_id => (a->>'p_delivery_id')::uuid)
   from (select $1::jsonb as a) as args";
 
 /// Where `ingest_signal` is called, and how long a call may take.
@@ -344,6 +350,7 @@ mod tests {
             .expect("time")
             .with_timezone(&Utc);
         let mut call = IngestCall {
+            delivery_id: Uuid::now_v7(),
             token: &token,
             received_at,
             raw_message: signal.raw_message(),
@@ -352,6 +359,7 @@ mod tests {
         };
         let args = call.arguments();
         assert_eq!(args["p_token"], "abcdefghijklmnopqrstuvwxyz0123");
+        assert_eq!(args["p_delivery_id"], call.delivery_id.to_string());
         assert_eq!(args["p_received_at"], "2026-11-22T10:00:00.000000Z");
         assert_eq!(args["p_ticker"], "BINANCE:BTCUSDT");
         assert_eq!(args["p_exchange"], "BINANCE");
@@ -364,6 +372,7 @@ mod tests {
         assert_eq!(call.arguments()["p_chart_id"], "aaaa1111");
 
         let rejected = IngestCall {
+            delivery_id: Uuid::now_v7(),
             token: &token,
             received_at,
             raw_message: "hello",

@@ -9,7 +9,11 @@
 //! - Each address gets a small budget of unknown-token answers per minute
 //!   (a token bucket). Past it, webhooks from that address are answered 429
 //!   without touching the database, so guessing tokens is slow and cheap for
-//!   us, while real traders on other addresses are not affected. The table
+//!   us, while real traders on other addresses are not affected. Once an
+//!   address has sent an unknown token, its requests reserve budget while
+//!   their database call runs ([`Guard::admit`]), so concurrency cannot
+//!   overdraw it; addresses that never did (TradingView's, normally) pass
+//!   without any bookkeeping. The table
 //!   of buckets is bounded: full buckets are forgotten first, and when
 //!   strangers still overflow it the table is cleared, which only ever errs
 //!   towards letting a guesser try again.
@@ -39,6 +43,31 @@ pub struct Guard {
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// Requests from this address whose database call is under way.
+    pending: u32,
+}
+
+/// A webhook let through by [`Guard::admit`]; settles its reservation when
+/// dropped, whatever way the request ends.
+#[derive(Debug)]
+pub struct Probe<'a> {
+    guard: &'a Guard,
+    ip: IpAddr,
+    reserved: bool,
+    unknown: bool,
+}
+
+impl Probe<'_> {
+    /// The database said the token is unknown: spend the reservation.
+    pub fn unknown_token(mut self) {
+        self.unknown = true;
+    }
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        self.guard.settle(self.ip, self.reserved, self.unknown);
+    }
 }
 
 impl Guard {
@@ -81,24 +110,57 @@ impl Guard {
             .is_none_or(|nets| nets.iter().any(|net| net.contains(ip)))
     }
 
-    /// `Some(retry_after)` when `ip` has used up its unknown-token budget.
-    pub fn throttled(&self, ip: IpAddr) -> Option<Duration> {
+    /// Lets a webhook from `ip` through, or says how long to wait.
+    ///
+    /// An address that has never sent an unknown token passes freely. One
+    /// that has must reserve a token of its budget for the duration of the
+    /// database call: checking without reserving would let every request
+    /// already in flight through each time a single token refills, so a
+    /// guesser's rate would grow with its concurrency. The reservation is
+    /// settled when the returned [`Probe`] is dropped: spent if the token
+    /// turned out unknown, given back otherwise.
+    pub fn admit(&self, ip: IpAddr) -> Result<Probe<'_>, Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let bucket = buckets.get_mut(&ip)?;
-        self.refill(bucket, Instant::now());
-        (bucket.tokens < 1.0).then(|| self.time_to_one_token(bucket))
+        let reserved = match buckets.get_mut(&ip) {
+            None => false,
+            Some(bucket) => {
+                self.refill(bucket, Instant::now());
+                if bucket.tokens - f64::from(bucket.pending) < 1.0 {
+                    return Err(self.time_to_one_token(bucket));
+                }
+                bucket.pending += 1;
+                true
+            }
+        };
+        Ok(Probe {
+            guard: self,
+            ip,
+            reserved,
+            unknown: false,
+        })
     }
 
-    /// Counts an unknown-token answer against `ip`.
+    /// Counts an unknown-token answer against `ip` (also for a malformed
+    /// token, which never reaches the database).
     pub fn record_unknown_token(&self, ip: IpAddr) {
+        self.settle(ip, false, true);
+    }
+
+    fn settle(&self, ip: IpAddr, reserved: bool, unknown: bool) {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if !unknown {
+            if reserved && let Some(bucket) = buckets.get_mut(&ip) {
+                bucket.pending = bucket.pending.saturating_sub(1);
+            }
+            return;
+        }
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
             let capacity = f64::from(self.per_minute);
             buckets.retain(|_, b| {
                 let mut b = *b;
                 self.refill(&mut b, now);
-                b.tokens < capacity
+                b.pending > 0 || b.tokens < capacity
             });
             if buckets.len() >= MAX_TRACKED {
                 buckets.clear();
@@ -107,8 +169,12 @@ impl Guard {
         let bucket = buckets.entry(ip).or_insert(Bucket {
             tokens: f64::from(self.per_minute),
             at: now,
+            pending: 0,
         });
         self.refill(bucket, now);
+        if reserved {
+            bucket.pending = bucket.pending.saturating_sub(1);
+        }
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
     }
 
@@ -185,18 +251,47 @@ mod tests {
         let guard = Guard::new(None, vec![], 3);
         let guesser = ip("203.0.113.9");
         for _ in 0..3 {
-            assert!(guard.throttled(guesser).is_none());
-            guard.record_unknown_token(guesser);
+            guard
+                .admit(guesser)
+                .expect("within the budget")
+                .unknown_token();
         }
-        let retry = guard.throttled(guesser).expect("throttled after 3");
+        let retry = guard.admit(guesser).expect_err("throttled after 3");
         assert!(
             retry >= Duration::from_secs(1) && retry <= Duration::from_secs(21),
             "{retry:?}"
         );
         assert!(
-            guard.throttled(ip("198.51.100.1")).is_none(),
+            guard.admit(ip("198.51.100.1")).is_ok(),
             "others are not affected"
         );
+    }
+
+    #[test]
+    fn requests_in_flight_cannot_overdraw_the_budget() {
+        let guard = Guard::new(None, vec![], 5);
+        let guesser = ip("203.0.113.10");
+        guard.record_unknown_token(guesser); // 4 left
+        let in_flight: Vec<_> = (0..10).filter_map(|_| guard.admit(guesser).ok()).collect();
+        assert_eq!(in_flight.len(), 4, "only the budget left may be in flight");
+        drop(in_flight); // all turned out to be known tokens: given back
+        let again: Vec<_> = (0..10).filter_map(|_| guard.admit(guesser).ok()).collect();
+        assert_eq!(again.len(), 4);
+        for probe in again {
+            probe.unknown_token();
+        }
+        assert!(guard.admit(guesser).is_err(), "spent");
+    }
+
+    #[test]
+    fn a_clean_address_is_never_held_back() {
+        let guard = Guard::new(None, vec![], 1);
+        let tradingview = ip("52.89.214.238");
+        let in_flight: Vec<_> = (0..1000)
+            .map(|_| guard.admit(tradingview).expect("free"))
+            .collect();
+        drop(in_flight);
+        assert!(guard.buckets.lock().expect("lock").is_empty());
     }
 
     #[test]

@@ -18,6 +18,11 @@
 //! - [`guard`]: the client's address (trusted proxies only), the source
 //!   allowlist and the per-address unknown-token throttle.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`spool`]: a durable local spool for webhooks that arrive while the
+//!   database path is down (append-only segment files, fsync'd before the
+//!   edge answers, bounded, crash-safe), and the [`spool::Replayer`] that
+//!   feeds them to the database in arrival order once it is back. Pure of
+//!   HTTP and database code; the edge wires it in.
 //! - [`api`]: the JSON answers and [`api::ApiError`], the single place where
 //!   an error becomes an HTTP status and body.
 //!
@@ -33,6 +38,7 @@ pub mod guard;
 pub mod metrics;
 pub mod server;
 pub mod signal;
+pub mod spool;
 
 pub use config::Config;
 pub use server::run;

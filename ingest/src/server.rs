@@ -39,7 +39,7 @@ use tracing::Instrument as _;
 
 use crate::api::{Accepted, ApiError, Body, json};
 use crate::db::{Database, DbError, IngestCall, IngestOutcome, Rejection};
-use crate::guard::Guard;
+use crate::guard::{Guard, Probe};
 use crate::metrics::Metrics;
 use crate::signal::{ChartId, ParseError, Signal, WebhookToken};
 
@@ -241,14 +241,12 @@ impl App {
         if !self.guard.allows(ip) {
             return Err(ApiError::SourceNotAllowed);
         }
-        if let Some(wait) = self.guard.throttled(ip) {
-            return Err(ApiError::RateLimited {
-                message: "too many requests with unknown webhook tokens from your address".into(),
-                retry_after: wait.as_secs().max(1),
-            });
-        }
+        let probe = self.guard.admit(ip).map_err(|wait| ApiError::RateLimited {
+            message: "too many requests with unknown webhook tokens from your address".into(),
+            retry_after: wait.as_secs().max(1),
+        })?;
         let Some(token) = token else {
-            self.guard.record_unknown_token(ip);
+            probe.unknown_token();
             return Err(ApiError::UnknownToken);
         };
         let received_at = Utc::now();
@@ -280,6 +278,7 @@ impl App {
             Err(message) => (None, Err((Rejection::InvalidBody, message))),
         };
         let call = IngestCall {
+            delivery_id: uuid::Uuid::now_v7(),
             token: &token,
             received_at,
             raw_message: match &parsed {
@@ -294,11 +293,11 @@ impl App {
             .ingest(&call)
             .await
             .map_err(|error| self.unavailable(&error))?;
-        self.answer(outcome, ip)
+        self.answer(outcome, probe)
     }
 
     /// Maps `ingest_signal`'s decision onto the HTTP answer.
-    fn answer(&self, outcome: IngestOutcome, ip: IpAddr) -> Result<Accepted, ApiError> {
+    fn answer(&self, outcome: IngestOutcome, probe: Probe<'_>) -> Result<Accepted, ApiError> {
         let message = outcome.message.clone().unwrap_or_default();
         let retry_after = u64::try_from(outcome.retry_after.unwrap_or(1)).unwrap_or(1);
         match outcome.outcome.as_str() {
@@ -318,7 +317,7 @@ impl App {
                 })
             }
             "unknown_token" => {
-                self.guard.record_unknown_token(ip);
+                probe.unknown_token();
                 Err(ApiError::UnknownToken)
             }
             "webhook_disabled" => Err(ApiError::WebhookDisabled(message)),

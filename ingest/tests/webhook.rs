@@ -274,6 +274,15 @@ async fn accepted_on(path: Path) {
         app.deliveries(&trader).await,
         vec![("accepted".to_owned(), None, 200)]
     );
+    assert_eq!(
+        app.count(
+            "select count(*) from public.webhook_deliveries where user_id = $1 and delivery_id is not null",
+            trader.id
+        )
+        .await,
+        1,
+        "every call carries a delivery id, so a replay can be recognised"
+    );
 }
 
 #[tokio::test]
@@ -715,10 +724,10 @@ async fn token_guessing_from_one_address_is_throttled_while_traders_keep_posting
     let statuses = attack.await.expect("attack task");
     let refilled = usize::try_from(started.elapsed().as_secs()).expect("short") * 20 / 60 + 1;
     assert_eq!(statuses.values().sum::<usize>(), 10_000, "{statuses:?}");
-    // The budget is 20 a minute (refilling as the attack goes on). Only
-    // answered unknown tokens count, so requests already past the check
-    // when it ran out (at most one wave) still reach the database; every
-    // other guess is refused without it.
+    // The budget is 20 a minute, refilling as the attack goes on. The first
+    // wave passes freely (the address is clean until its first unknown
+    // token); after that, requests reserve budget while their call runs, so
+    // concurrency cannot overdraw it.
     let not_found = statuses.get(&404).copied().unwrap_or(0);
     assert!(
         (20..=20 + WAVE + refilled).contains(&not_found),

@@ -52,9 +52,9 @@ select is((select array_agg(p.oid::regprocedure::text) from pg_proc p join pg_na
   null, 'no SECURITY DEFINER function is executable by anon or authenticated');
 select function_privs_are('public', 'ingest_signal',
   array['text', 'timestamp with time zone', 'text', 'text', 'text', 'text', 'text', 'numeric', 'text', 'text', 'text', 'text',
-        'timestamp with time zone', 'text', 'text'],
+        'timestamp with time zone', 'text', 'text', 'uuid'],
   'authenticated', array[]::text[], 'signed-in users cannot call ingest_signal');
-select ok(has_function_privilege('service_role', 'public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text)', 'execute'),
+select ok(has_function_privilege('service_role', 'public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text, uuid)', 'execute'),
   'the service role can call ingest_signal');
 select function_privs_are('public', 'rotate_webhook_token', array[]::text[], 'authenticated', array['EXECUTE']);
 select function_privs_are('public', 'signal_stats', array[]::text[], 'authenticated', array['EXECUTE']);
