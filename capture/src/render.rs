@@ -22,9 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cookie_seal::TradingViewSession;
-use headless_chrome::protocol::cdp::{Emulation, Network, Page, Target};
+use headless_chrome::protocol::cdp::{Emulation, Network, Page};
 use headless_chrome::{Browser, LaunchOptions};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 /// The flags Chromium needs here (root, no network beyond the page, no GPU).
 pub const CHROMIUM_FLAGS: &[&str] = &[
@@ -81,6 +82,9 @@ pub struct Request {
     pub width: u32,
     pub height: u32,
     pub dark: bool,
+    /// Cancelled when the job timed out or the daemon gives the job back:
+    /// the blocking side stops polling instead of running to its deadline.
+    pub cancel: CancellationToken,
 }
 
 /// Why a capture produced no picture.
@@ -95,6 +99,9 @@ pub enum RenderError {
     /// The readiness check never held.
     #[error("the chart did not finish drawing within {0:?}")]
     NotReady(Duration),
+    /// The job was abandoned (timeout or shutdown) while rendering.
+    #[error("the capture was cancelled")]
+    Cancelled,
 }
 
 fn browser_error(error: impl std::fmt::Display) -> RenderError {
@@ -226,15 +233,14 @@ impl Chrome {
 
     fn capture_in(&self, browser: &Browser, request: &Request) -> Result<Vec<u8>, RenderError> {
         let context = browser.new_context().map_err(browser_error)?;
-        let context_id = context.get_id().to_owned();
         let tab = context.new_tab().map_err(browser_error)?;
         let result = self.shoot(&tab, request);
-        // Closing the tab and then the context drops its cookies and cache.
+        // Closing the page drops it; the context's cookie jar is never used
+        // again. headless_chrome exposes no browser-level
+        // Target.disposeBrowserContext (a page session is "Not allowed" to
+        // send it), so empty contexts are freed when Chromium is recycled
+        // (CAPTURE_BROWSER_RECYCLE_AFTER).
         let _ = tab.close(false);
-        let dispose: Target::DisposeBrowserContext = cdp(json!({ "browserContextId": context_id }));
-        if let Err(error) = tab.call_method(dispose) {
-            tracing::debug!(error = %error, "Could not dispose the browser context");
-        }
         result
     }
 
@@ -311,6 +317,9 @@ impl Chrome {
             }
             if truthy(tab, ready_check)? {
                 break;
+            }
+            if request.cancel.is_cancelled() {
+                return Err(RenderError::Cancelled);
             }
             if Instant::now() >= deadline {
                 return Err(RenderError::NotReady(self.settings.page_timeout));

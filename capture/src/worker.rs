@@ -100,6 +100,7 @@ impl Failure {
             Self::Render(RenderError::SessionExpired) => "session_expired",
             Self::Render(RenderError::NotReady(_)) => "not_ready",
             Self::Render(RenderError::Browser(_)) | Self::Panicked => "browser",
+            Self::Render(RenderError::Cancelled) => "cancelled",
             Self::Storage(_) => "storage",
             Self::Database(_) => "database",
             Self::Timeout(_) => "timeout",
@@ -120,7 +121,7 @@ impl Failure {
                 "The chart did not finish loading within {} s.",
                 limit.as_secs()
             ),
-            Self::Render(RenderError::Browser(_)) | Self::Panicked => {
+            Self::Render(RenderError::Browser(_) | RenderError::Cancelled) | Self::Panicked => {
                 "The screenshot browser failed while rendering the chart.".into()
             }
             Self::Storage(_) => "The screenshot could not be stored.".into(),
@@ -306,8 +307,11 @@ impl Worker {
         self.metrics.in_flight.inc();
         let started = Instant::now();
         let limit = self.settings.job_timeout;
+        // Stops the blocking render when this attempt ends for any reason.
+        let cancel = CancellationToken::new();
+        let _stop_render = cancel.clone().drop_guard();
         let result = tokio::select! {
-            result = tokio::time::timeout(limit, self.attempt(&job)) => {
+            result = tokio::time::timeout(limit, self.attempt(&job, cancel.clone())) => {
                 result.unwrap_or(Err(Failure::Timeout(limit)))
             }
             () = abort.cancelled() => {
@@ -372,7 +376,11 @@ impl Worker {
     }
 
     /// Renders and stores; returns where, and which kind of chart it was.
-    async fn attempt(&self, job: &Job) -> Result<(Stored, &'static str), Failure> {
+    async fn attempt(
+        &self,
+        job: &Job,
+        cancel: CancellationToken,
+    ) -> Result<(Stored, &'static str), Failure> {
         let (width, height) = if job.resolution == "1080p" {
             (1920, 1080)
         } else {
@@ -408,6 +416,7 @@ impl Worker {
             width,
             height,
             dark,
+            cancel,
         };
         let chrome = Arc::clone(&self.chrome);
         let png = tokio::task::spawn_blocking(move || chrome.capture(&request))

@@ -265,7 +265,13 @@ async fn a_page_that_never_gets_ready_is_retried_then_fails_with_a_reason() {
     assert_eq!(r.status, "failed", "{r:?}");
     assert_eq!(r.job_state.as_deref(), Some("failed"));
     assert_eq!(r.attempts, Some(3), "retried twice");
-    assert!(r.error.unwrap().contains("did not finish loading"));
+    // The page's own deadline (80 % of the job timeout) normally wins; on a
+    // loaded machine the job's hard timeout may come first. Both say why.
+    let error = r.error.unwrap();
+    assert!(
+        error.contains("did not finish loading") || error.contains("took longer than"),
+        "{error}"
+    );
     assert_eq!(charts.seen.lock().unwrap().len(), 3);
     test_db.drop_db().await;
 }
