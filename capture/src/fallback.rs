@@ -203,7 +203,8 @@ pub fn page(
             .iter()
             .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
         let pad = ((p_max - p_min) * 0.1).max(p_max.abs() * 0.001).max(1e-9);
-        let (p_min, p_max) = (p_min - pad, p_max + pad);
+        // Prices are never negative: keep the axis from dipping below zero.
+        let (p_min, p_max) = ((p_min - pad).max(0.0_f64.min(p_min)), p_max + pad);
         let x = |t: f64| {
             if t_max > t_min {
                 left + 16.0 + (right - left - 32.0) * (t - t_min) / (t_max - t_min)
