@@ -170,6 +170,14 @@ pub enum Command {
     /// Re-seal every stored TradingView session under the current (first)
     /// key, after adding a new key in front of `COOKIE_SEAL_KEYS`.
     ResealCookies,
+    /// Store a trader's TradingView session, sealed, from two lines on
+    /// stdin (`sessionid`, then `sessionid_sign`), for operators and
+    /// benchmarks; traders use ingest's `PUT /v1/tradingview-session`.
+    SetSession {
+        /// The trader's user id.
+        #[arg(long)]
+        user_id: uuid::Uuid,
+    },
 }
 
 /// `name=value` pairs.

@@ -106,6 +106,29 @@ async fn main() -> anyhow::Result<()> {
         .map(Arc::new);
     let queue = Queue::new(pool(&config)?);
 
+    if let Some(Command::SetSession { user_id }) = config.command {
+        let keys = keys.context("set-session needs COOKIE_SEAL_KEYS")?;
+        let mut lines = std::io::stdin().lines();
+        let mut next = |what: &str| {
+            lines
+                .next()
+                .transpose()
+                .context("Failed to read stdin")?
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .with_context(|| format!("expected {what} on stdin"))
+        };
+        let session = cookie_seal::TradingViewSession {
+            sessionid: next("the sessionid line")?,
+            sessionid_sign: next("the sessionid_sign line")?,
+        };
+        let stored = capture::reseal::store_session(&queue, &keys, user_id, &session)
+            .await
+            .context("Failed to store the session")?;
+        anyhow::ensure!(stored, "no user_config row for {user_id}");
+        tracing::info!(%user_id, key_id = keys.current_key_id(), "Stored the sealed TradingView session");
+        return Ok(());
+    }
     if let Some(Command::ResealCookies) = config.command {
         let keys = keys.context("reseal-cookies needs COOKIE_SEAL_KEYS")?;
         let report = capture::reseal::reseal_all(&queue, &keys)

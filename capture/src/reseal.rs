@@ -21,6 +21,26 @@ pub struct Resealed {
     pub unreadable: u64,
 }
 
+/// Seals `session` for `user_id` and stores it as their valid session;
+/// `false` when the user has no config row.
+pub async fn store_session(
+    queue: &Queue,
+    keys: &Keyring,
+    user_id: Uuid,
+    session: &cookie_seal::TradingViewSession,
+) -> Result<bool, QueueError> {
+    let client = queue.pool().get().await?;
+    let sealed = keys.seal(user_id, session);
+    let updated = client
+        .execute(
+            "update public.user_config set tradingview_cookies_sealed = $2, cookies_valid = true \
+              where user_id = $1",
+            &[&user_id, &sealed],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
 /// Re-seals every row not sealed under `keys`' current key.
 pub async fn reseal_all(queue: &Queue, keys: &Keyring) -> Result<Resealed, QueueError> {
     let client = queue.pool().get().await?;

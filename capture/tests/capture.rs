@@ -416,3 +416,68 @@ async fn storage_upload_contract_and_500_then_failed() {
     assert_eq!(stuck, 0, "nothing stuck in processing");
     test_db.drop_db().await;
 }
+
+#[tokio::test]
+async fn reseal_moves_every_stored_session_to_the_current_key() {
+    use base64::Engine as _;
+    use cookie_seal::Keyring;
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    let charts = ChartServer::start(10).await;
+    let old = keyring();
+    let mut traders = Vec::new();
+    for name in ["r1", "r2"] {
+        let trader = unlimited_trader(&db).await;
+        let tv = session(name);
+        sign_in(&db, &trader, &tv, "chartr").await;
+        traders.push((trader, tv));
+    }
+    let new_key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let old_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let rotated = Keyring::parse(&SecretString::from(format!(
+        "test2:{new_key},test1:{old_key}"
+    )))
+    .unwrap();
+    let (storage, _) = fs_storage();
+    let worker = worker(&test_db, &charts, knobs(storage));
+    let report = capture::reseal::reseal_all(&worker.queue, &rotated)
+        .await
+        .unwrap();
+    assert_eq!(report.resealed, 2);
+    let again = capture::reseal::reseal_all(&worker.queue, &rotated)
+        .await
+        .unwrap();
+    assert_eq!((again.resealed, again.current), (0, 2), "idempotent");
+
+    let only_new = Keyring::parse(&SecretString::from(format!("test2:{new_key}"))).unwrap();
+    for (trader, tv) in &traders {
+        let sealed: Vec<u8> = db
+            .query_one(
+                "select tradingview_cookies_sealed from public.user_config where user_id = $1",
+                &[&trader.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(Keyring::sealed_key_id(&sealed).unwrap(), "test2");
+        assert_eq!(
+            only_new.open(trader.id, &sealed).unwrap().sessionid,
+            tv.sessionid
+        );
+        assert!(
+            old.open(trader.id, &sealed).is_err(),
+            "the old key alone no longer opens it"
+        );
+    }
+    // Sealed for one trader, it does not open for the other.
+    let sealed: Vec<u8> = db
+        .query_one(
+            "select tradingview_cookies_sealed from public.user_config where user_id = $1",
+            &[&traders[0].0.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(only_new.open(traders[1].0.id, &sealed).is_err());
+    test_db.drop_db().await;
+}
