@@ -28,6 +28,7 @@
 pub mod api;
 pub mod config;
 pub mod server;
+pub mod session;
 pub mod signal;
 
 pub use config::Config;
