@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use cookie_seal::TradingViewSession;
 use headless_chrome::protocol::cdp::{Emulation, Network, Page};
 use headless_chrome::{Browser, LaunchOptions};
@@ -42,7 +43,7 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
 ];
 
 /// How long the blocking side waits between two polls of the page checks.
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(25);
 
 /// Settings for every capture.
 #[derive(Clone, Debug)]
@@ -326,16 +327,18 @@ impl Chrome {
             }
             std::thread::sleep(POLL);
         }
-        let viewport: Page::Viewport = cdp(json!({
-            "x": 0, "y": 0, "width": request.width, "height": request.height, "scale": 1,
+        // optimizeForSpeed: faster PNG compression; the file is a little
+        // larger, the capture noticeably quicker.
+        let shot: Page::CaptureScreenshot = cdp(json!({
+            "format": "png",
+            "clip": { "x": 0, "y": 0, "width": request.width, "height": request.height, "scale": 1 },
+            "fromSurface": true,
+            "optimizeForSpeed": true,
         }));
-        tab.capture_screenshot(
-            Page::CaptureScreenshotFormatOption::Png,
-            None,
-            Some(viewport),
-            true,
-        )
-        .map_err(browser_error)
+        let data = tab.call_method(shot).map_err(browser_error)?.data;
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(browser_error)
     }
 }
 

@@ -419,10 +419,20 @@ impl Worker {
             cancel,
         };
         let chrome = Arc::clone(&self.chrome);
+        let rendering = Instant::now();
         let png = tokio::task::spawn_blocking(move || chrome.capture(&request))
             .await
             .map_err(|_| Failure::Panicked)??;
+        let render_ms = u64::try_from(rendering.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let storing = Instant::now();
+        let bytes = png.len();
         let stored = self.storage.put(job.user_id, job.signal_id, png).await?;
+        tracing::debug!(
+            render_ms,
+            store_ms = u64::try_from(storing.elapsed().as_millis()).unwrap_or(u64::MAX),
+            bytes,
+            "Rendered and stored"
+        );
         Ok((stored, kind))
     }
 
