@@ -5,16 +5,40 @@
 //! value stops the daemon before it claims any work.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use service_runtime::LogFormat;
+use service_runtime::SecretString;
 use service_runtime::secret::DatabaseUrl;
+use url::Url;
+
+use crate::storage::StorageKind;
+
+/// TradingView's chart page for the signal's symbol and interval.
+pub const DEFAULT_CHART_URL: &str = "https://www.tradingview.com/chart/{chart_id}/?symbol={symbol}&interval={interval}&theme={theme}";
+/// TradingView's chart is drawn: the chart canvas and the legend exist and
+/// no loading spinner shows.
+pub const DEFAULT_READY_CHECK: &str = "!!document.querySelector('.chart-markup-table canvas') \
+&& !!document.querySelector('[data-name=\"legend\"]') \
+&& !document.querySelector('.tv-spinner--shown, [class*=\"spinner\"]:not([style*=\"display: none\"])')";
+/// TradingView shows its sign-in wall (the session was not accepted).
+pub const DEFAULT_LOGIN_CHECK: &str = "location.pathname.startsWith('/accounts/signin') \
+|| !!document.querySelector('[data-dialog-name=\"sign-in\"], .tv-signin-dialog, .js-signin-dialog')";
+/// Dialogs, toasts and toolbars that would cover the chart.
+pub const DEFAULT_HIDE_CSS: &str = "[data-dialog-name], [role=\"dialog\"], .tv-dialog, \
+[class*=\"toast\"], [data-name=\"header-toolbar\"], [data-name=\"drawing-toolbar\"], \
+[data-name=\"right-toolbar\"], [class*=\"cookie\"] { display: none !important; }";
 
 /// The `capture` binary's settings.
 #[derive(Debug, Parser)]
 #[command(name = "capture", version, about, long_about = None)]
 pub struct Config {
+    /// What to do; without a subcommand the daemon runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Direct Postgres URL. Must reach Postgres in session mode (directly or
     /// through a session-mode pooler): the daemon holds one session open
     /// for LISTEN, which transaction-mode pooling cannot carry.
@@ -53,6 +77,177 @@ pub struct Config {
         value_parser = humantime::parse_duration
     )]
     pub shutdown_grace: Duration,
+
+    /// Hard limit for one capture attempt (render, upload).
+    #[arg(long, env = "CAPTURE_JOB_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub job_timeout: Duration,
+
+    /// Lease per claimed job. Must outlive the job timeout: a daemon that
+    /// vanishes (kill -9, lost host) gets its jobs reclaimed this long after
+    /// it claimed them.
+    #[arg(long, env = "CAPTURE_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+
+    /// Rescan the queue this often even without a NOTIFY (the fallback when
+    /// the LISTEN session is down).
+    #[arg(long, env = "CAPTURE_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// This daemon's name in the queue (`locked_by`, heartbeats). Default:
+    /// host name and process id.
+    #[arg(long, env = "CAPTURE_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// The Chromium binary.
+    #[arg(long, env = "CHROMIUM_PATH", default_value = "/usr/bin/chromium")]
+    pub chromium: PathBuf,
+
+    /// Relaunch Chromium after this many captures.
+    #[arg(long, env = "CAPTURE_BROWSER_RECYCLE_AFTER", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub browser_recycle_after: u32,
+
+    /// The chart URL. Placeholders: `{chart_id}`, `{symbol}` (`EXCHANGE:SYMBOL`),
+    /// `{interval}`, `{theme}`, `{ticker}`, `{exchange}`; each value is URL-encoded.
+    #[arg(long, env = "CAPTURE_CHART_URL_TEMPLATE", default_value = DEFAULT_CHART_URL)]
+    pub chart_url_template: String,
+
+    /// JavaScript expression polled until true: the chart is drawn.
+    #[arg(long, env = "CAPTURE_READY_CHECK", default_value = DEFAULT_READY_CHECK)]
+    pub ready_check: String,
+
+    /// JavaScript expression: true when the page shows a sign-in wall, i.e.
+    /// the trader's session expired.
+    #[arg(long, env = "CAPTURE_LOGIN_CHECK", default_value = DEFAULT_LOGIN_CHECK)]
+    pub login_check: String,
+
+    /// CSS injected into chart pages to hide dialogs, toasts and toolbars.
+    #[arg(long, env = "CAPTURE_HIDE_CSS", default_value = DEFAULT_HIDE_CSS)]
+    pub hide_css: String,
+
+    /// Cookies set with the session, `name=value` separated by `;` (the
+    /// default suppresses TradingView's privacy banner).
+    #[arg(long, env = "CAPTURE_EXTRA_COOKIES", default_value = "cookiePrivacyPreferenceBannerProduction=accepted",
+          value_parser = parse_cookies)]
+    pub extra_cookies: Cookies,
+
+    /// Where screenshots go: `supabase` (Storage REST at `SUPABASE_URL`) or
+    /// `fs:<directory>` (the local stack).
+    #[arg(long, env = "STORAGE", default_value = "supabase")]
+    pub storage: StorageKind,
+
+    /// The Supabase project URL (for `STORAGE=supabase`).
+    #[arg(long, env = "SUPABASE_URL")]
+    pub supabase_url: Option<Url>,
+
+    /// The key that may write the bucket: a secret key (`sb_secret_...`) or
+    /// the legacy `service_role` JWT.
+    #[arg(long, env = "SUPABASE_SECRET_KEY", hide_env_values = true)]
+    pub supabase_secret_key: Option<SecretString>,
+
+    /// The legacy `service_role` JWT, used only without `SUPABASE_SECRET_KEY`.
+    #[arg(long, env = "SUPABASE_SERVICE_ROLE_KEY", hide_env_values = true)]
+    pub supabase_service_role_key: Option<SecretString>,
+
+    /// The Storage bucket.
+    #[arg(long, env = "SCREENSHOT_BUCKET", default_value = "screenshots")]
+    pub bucket: String,
+
+    /// Whether the bucket is public (then `screenshot_url` is filled too).
+    #[arg(long, env = "SCREENSHOT_BUCKET_PUBLIC", default_value_t = false)]
+    pub bucket_public: bool,
+
+    /// Keys that open traders' sealed TradingView sessions:
+    /// `id:base64-32-bytes[,id:key...]`; the first seals, all open. Without
+    /// keys every capture uses the built-in chart.
+    #[arg(long, env = "COOKIE_SEAL_KEYS", hide_env_values = true)]
+    pub cookie_seal_keys: Option<SecretString>,
+
+    /// Telegram bot token (from `@BotFather`). With it, traders who switched
+    /// notifications on get each signal and its screenshot in their chat.
+    #[arg(long, env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    pub telegram_bot_token: Option<SecretString>,
+
+    /// The Bot API's base URL.
+    #[arg(
+        long,
+        env = "TELEGRAM_API_URL",
+        default_value = "https://api.telegram.org"
+    )]
+    pub telegram_api_url: Url,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Re-seal every stored TradingView session under the current (first)
+    /// key, after adding a new key in front of `COOKIE_SEAL_KEYS`.
+    ResealCookies,
+    /// Store a trader's TradingView session, sealed, from two lines on
+    /// stdin (`sessionid`, then `sessionid_sign`), for operators and
+    /// benchmarks; traders use ingest's `PUT /v1/tradingview-session`.
+    SetSession {
+        /// The trader's user id.
+        #[arg(long)]
+        user_id: uuid::Uuid,
+    },
+    /// Delete screenshots older than their owner's plan retention (through
+    /// the Storage API, or from the `fs:` directory), then clear the rows'
+    /// screenshot fields. Safe to interrupt and to re-run: schedule it
+    /// (cron, a systemd timer) once a day.
+    Prune {
+        /// Screenshots deleted per Storage request.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        batch_size: u16,
+    },
+}
+
+/// `name=value` pairs.
+#[derive(Clone, Debug, Default)]
+pub struct Cookies(pub Vec<(String, String)>);
+
+fn parse_cookies(s: &str) -> Result<Cookies, String> {
+    s.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("expected name=value, got {pair:?}"))?;
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect::<Result<_, String>>()
+        .map(Cookies)
+}
+
+impl Config {
+    /// Checks what clap cannot: relations between settings.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease < self.job_timeout + Duration::from_secs(5)
+            || self.lease < Duration::from_secs(10)
+        {
+            return Err(
+                "CAPTURE_LEASE must be at least 10 s and 5 s longer than CAPTURE_JOB_TIMEOUT"
+                    .into(),
+            );
+        }
+        if self.storage == StorageKind::Supabase
+            && (self.supabase_url.is_none() || self.storage_key().is_none())
+        {
+            return Err(
+                "STORAGE=supabase needs SUPABASE_URL and SUPABASE_SECRET_KEY (or SUPABASE_SERVICE_ROLE_KEY)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The key for Storage uploads: the secret key, else the legacy JWT.
+    pub fn storage_key(&self) -> Option<SecretString> {
+        self.supabase_secret_key
+            .clone()
+            .or_else(|| self.supabase_service_role_key.clone())
+    }
 }
 
 #[cfg(test)]
@@ -87,7 +282,35 @@ mod tests {
         assert!(!config.drain);
         assert_eq!(config.health_listen.port(), 8081);
         assert_eq!(config.shutdown_grace.as_secs(), 10);
-        assert!(!format!("{config:?}").contains("secret"));
+        assert_eq!(config.job_timeout.as_secs(), 30);
+        assert!(config.lease > config.job_timeout);
+        assert!(!format!("{config:?}").contains(":secret@"));
+    }
+
+    #[test]
+    fn lease_must_outlive_the_job_timeout() {
+        let base = "--database-url=postgres://localhost/db";
+        let ok = parse(&[base, "--storage=fs:/tmp/x"]).expect("valid");
+        assert!(ok.validate().is_ok());
+        let short = parse(&[base, "--storage=fs:/tmp/x", "--lease=20s"]).expect("parses");
+        assert!(short.validate().is_err());
+        let supabase = parse(&[base]).expect("parses");
+        assert!(
+            supabase.validate().is_err(),
+            "supabase storage needs its URL and key"
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let config = parse(&[
+            "--database-url=postgres://localhost/db",
+            "--supabase-secret-key=sb_secret_abc",
+            "--cookie-seal-keys=k1:AAAA",
+        ])
+        .expect("valid");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("sb_secret_abc") && !debug.contains("AAAA"));
     }
 
     #[test]

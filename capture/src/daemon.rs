@@ -1,29 +1,24 @@
 //! The daemon's top level: what runs, and how it stops.
 //!
-//! Today that is the health endpoint plus a main loop that has no queue work
-//! yet (see the crate docs). The shape is the final one: the main loop ends
-//! on shutdown (or when drain mode finds nothing left to do), and then the
-//! health server is stopped with the same grace period, so the process
-//! answers liveness probes for as long as it is doing anything.
+//! Three parts run side by side: the health/metrics endpoint, the LISTEN
+//! session ([`crate::listener`]) and the queue loop ([`crate::worker`]). The
+//! queue loop ends on shutdown (after finishing or giving back its jobs
+//! within the grace period) or, in drain mode, when the queue is empty; then
+//! the listener is cancelled and the health server is stopped with the same
+//! grace period, so the process answers probes for as long as it is doing
+//! anything.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use service_runtime::http::Drain;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use crate::health::serve_health;
-
-/// How long the daemon keeps going.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Wait for work until the shutdown signal.
-    Serve,
-    /// Work until nothing is left, then return. Queue work does not exist
-    /// yet, so today this returns as soon as the daemon has started.
-    Drain,
-}
+use crate::health::{HealthState, serve_health};
+use crate::worker::{Mode, Worker};
 
 /// Why [`run`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,17 +38,26 @@ pub struct Outcome {
     pub health: Drain,
 }
 
-/// Runs the daemon: serves health on `health` and runs the main loop until
-/// `shutdown` resolves or, in [`Mode::Drain`], until there is no work left.
+/// Runs the daemon: serves health on `health`, listens for wake-ups on a
+/// dedicated session to `listen_url`, and works the queue until `shutdown`
+/// resolves or, in [`Mode::Drain`], until there is no work left.
 pub async fn run(
     health: TcpListener,
+    worker: Arc<Worker>,
+    listen_url: String,
     mode: Mode,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> Outcome {
+    let state = Arc::new(HealthState {
+        queue: worker.queue.clone(),
+        metrics: worker.metrics.clone(),
+        started: Instant::now(),
+    });
     let (stop_health, health_stopped) = oneshot::channel::<()>();
     let health_server = tokio::spawn(serve_health(
         health,
+        state,
         async {
             // Resolves on an explicit stop or when the sender is dropped;
             // both mean the daemon is done.
@@ -62,14 +66,34 @@ pub async fn run(
         grace,
     ));
 
-    let stopped = match mode {
-        Mode::Serve => {
-            shutdown.await;
+    let wake = Arc::new(Notify::new());
+    let stop_listening = CancellationToken::new();
+    let listener = tokio::spawn(crate::listener::listen(
+        listen_url,
+        Arc::clone(&wake),
+        stop_listening.clone(),
+    ));
+
+    let stop = CancellationToken::new();
+    let mut work = tokio::spawn(worker.run(mode, wake, stop.clone(), grace));
+    let stopped = tokio::select! {
+        result = &mut work => {
+            if let Err(join_error) = result {
+                tracing::error!(error = %join_error, "Queue loop failed");
+            }
+            Stopped::Drained
+        }
+        () = shutdown => {
+            stop.cancel();
+            if let Err(join_error) = work.await {
+                tracing::error!(error = %join_error, "Queue loop failed");
+            }
             Stopped::Shutdown
         }
-        Mode::Drain => Stopped::Drained,
     };
 
+    stop_listening.cancel();
+    let _ = listener.await;
     let _ = stop_health.send(());
     let health = match health_server.await {
         Ok(drain) => drain,

@@ -2,16 +2,20 @@
 //!
 //! # Layout
 //!
-//! What exists today:
-//!
 //! - [`config`]: the binary's settings, parsed once from flags and
 //!   environment variables.
-//! - [`health`]: the daemon's own small HTTP endpoint (`GET /health/live`),
-//!   so an orchestrator can tell the process is up.
-//! - [`daemon`]: [`daemon::run`] ties the parts together: it serves the
-//!   health endpoint and runs the main loop until the shutdown future
-//!   resolves (or, in [`daemon::Mode::Drain`], until there is no work left),
-//!   then drains the health server within the grace period.
+//! - [`listener`]: a dedicated Postgres session that LISTENs for
+//!   `capture_jobs` wake-ups, reconnecting with backoff.
+//! - [`queue`]: typed calls on the queue's SQL functions (claim under a
+//!   lease, complete, fail with the SQL retry schedule, release, reclaim).
+//! - [`worker`]: the queue loop (claim while slots are free, sleep until a
+//!   wake-up, a finished job or the poll interval) and the life of one job.
+//! - [`render`]: one Chromium per daemon, one fresh browser context per
+//!   capture; the trader's chart with their session, or
+//! - [`fallback`]: the built-in chart of the trader's signal history.
+//! - [`storage`]: Supabase Storage over REST, or a directory.
+//! - [`metrics`] and [`health`]: `GET /health`, `/health/live`, `/metrics`.
+//! - [`daemon`]: [`daemon::run`] ties them together and stops them in order.
 //! - [`prune`]: `capture prune`, which deletes screenshots past their
 //!   owner's plan retention through the Storage API, then clears the rows;
 //!   safe to interrupt and to re-run.
@@ -19,18 +23,24 @@
 //!   its screenshot (or why there is none) when they asked for it; retried
 //!   on flood limits and 5xx, never part of the signal's own fate.
 //!
-//! What does not exist yet: the main loop has no queue work. Claiming jobs
-//! from Postgres (LISTEN/NOTIFY with a polling fallback), rendering charts in
-//! headless Chrome and uploading them to Supabase Storage arrive with the
-//! capture issue; until then the loop only waits for the shutdown signal,
-//! and drain mode returns at once because there is nothing to drain. The
-//! accept loop and graceful drain are shared with ingest and live in
-//! [`service_runtime::http`].
+//! Data flow: NOTIFY (or the poll) wakes [`worker`], which claims jobs from
+//! [`queue`], opens the trader's sealed session (`cookie-seal`), renders in
+//! [`render`], uploads through [`storage`] and completes the job in
+//! [`queue`]; the signal row's status change reaches the dashboard through
+//! Supabase Realtime.
 
 pub mod config;
 pub mod daemon;
+pub mod fallback;
 pub mod health;
+pub mod listener;
+pub mod metrics;
 pub mod prune;
+pub mod queue;
+pub mod render;
+pub mod reseal;
+pub mod storage;
 pub mod telegram;
+pub mod worker;
 
 pub use config::Config;

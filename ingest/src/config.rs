@@ -116,6 +116,33 @@ pub struct Config {
     /// peer is the client, so nobody can forge their address.
     #[arg(long, env = "INGEST_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
+
+    /// Keys that seal traders' TradingView sessions (`PUT
+    /// /v1/tradingview-session`): `id:base64-32-bytes[,id:key...]`, the
+    /// first seals. The same list the capture daemon opens with. Without
+    /// it (or without `SUPABASE_URL` and a service key) the endpoint is off.
+    #[arg(long, env = "COOKIE_SEAL_KEYS", hide_env_values = true)]
+    pub cookie_seal_keys: Option<SecretString>,
+
+    /// The project's legacy JWT secret, to verify HS256 access tokens on the
+    /// session endpoint. Without it only asymmetric (JWKS) tokens are
+    /// accepted.
+    #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
+    pub supabase_jwt_secret: Option<SecretString>,
+
+    /// Where the project's signing keys are published, for asymmetric access
+    /// tokens. Default: `{SUPABASE_URL}/auth/v1/.well-known/jwks.json`.
+    #[arg(long, env = "SUPABASE_JWKS_URL")]
+    pub supabase_jwks_url: Option<Url>,
+
+    /// The `aud` every access token must carry.
+    #[arg(long, env = "SUPABASE_JWT_AUDIENCE", default_value = "authenticated")]
+    pub jwt_audience: String,
+
+    /// The dashboard's origin (`https://app.example.com`), allowed by CORS
+    /// to call the session endpoint from the browser.
+    #[arg(long, env = "DASHBOARD_ORIGIN")]
+    pub dashboard_origin: Option<Url>,
 }
 
 /// TradingView's published webhook source addresses.
@@ -196,6 +223,19 @@ impl Config {
 }
 
 impl Config {
+    /// The JWKS URL: the configured one, else the project's standard one.
+    pub fn jwks_url(&self) -> Option<Url> {
+        self.supabase_jwks_url.clone().or_else(|| {
+            let base = self
+                .supabase_url
+                .as_ref()?
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned();
+            Url::parse(&format!("{base}/auth/v1/.well-known/jwks.json")).ok()
+        })
+    }
+
     /// The key used to call Supabase as the service: `SUPABASE_SECRET_KEY`
     /// if set, else the legacy `SUPABASE_SERVICE_ROLE_KEY`.
     pub fn service_key(&self) -> Option<&SecretString> {

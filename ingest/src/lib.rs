@@ -37,6 +37,7 @@ pub mod db;
 pub mod guard;
 pub mod metrics;
 pub mod server;
+pub mod session;
 pub mod signal;
 pub mod spool;
 

@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use cookie_seal::Keyring;
+use http::HeaderValue;
 use ingest::Config;
 use ingest::db::{Database, RestPath};
 use ingest::guard::Guard;
 use ingest::metrics::Metrics;
 use ingest::server::{App, Settings};
+use ingest::session::{SessionConfig, SessionState};
 use service_runtime::http::Drain;
 use service_runtime::{cli, shutdown, telemetry};
 use tokio::net::TcpListener;
@@ -32,7 +35,17 @@ async fn main() -> anyhow::Result<()> {
         grace: config.shutdown_grace,
     };
     let database = db.kind();
-    let app = Arc::new(App::new(db, guard, Metrics::new(), settings));
+    let mut app = App::new(db, guard, Metrics::new(), settings);
+    if let Some(session) =
+        session_state(&config).context("Failed to set up the session endpoint")?
+    {
+        tracing::info!(
+            path = ingest::session::PATH,
+            "TradingView session endpoint on"
+        );
+        app = app.with_session(session);
+    }
+    let app = Arc::new(app);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -86,4 +99,34 @@ fn database(config: &Config) -> anyhow::Result<Database> {
         "SUPABASE_SECRET_KEY or SUPABASE_SERVICE_ROLE_KEY is required with SUPABASE_URL",
     )?;
     Ok(Database::rest(RestPath::new(url, key), config.db_timeout))
+}
+
+/// The session endpoint's state, when seal keys, `SUPABASE_URL` and a
+/// service key are all configured.
+fn session_state(config: &Config) -> anyhow::Result<Option<SessionState>> {
+    let (Some(keys), Some(url), Some(key)) = (
+        config.cookie_seal_keys.as_ref(),
+        config.supabase_url.as_ref(),
+        config.service_key(),
+    ) else {
+        return Ok(None);
+    };
+    let keys = Keyring::parse(keys).context("Failed to read COOKIE_SEAL_KEYS")?;
+    let cors_origin = config
+        .dashboard_origin
+        .as_ref()
+        .map(|origin| HeaderValue::from_str(origin.origin().ascii_serialization().as_str()))
+        .transpose()
+        .context("DASHBOARD_ORIGIN is not a valid origin")?;
+    let state = SessionState::new(SessionConfig {
+        jwks_url: config.jwks_url(),
+        jwt_secret: config.supabase_jwt_secret.clone(),
+        audience: config.jwt_audience.clone(),
+        cors_origin,
+        keys: Arc::new(keys),
+        supabase_url: url.clone(),
+        service_key: key.clone(),
+    })
+    .context("Failed to build the session endpoint's HTTP client")?;
+    Ok(Some(state))
 }

@@ -8,6 +8,7 @@
 //! | GET    | `/health/live`                        | 200 while the process serves HTTP        |
 //! | GET    | `/health/ready`                       | 200 when the database path answers       |
 //! | GET    | `/metrics`                            | Prometheus text                          |
+//! | PUT, DELETE, OPTIONS | `/v1/tradingview-session` | store or forget the trader's sealed TradingView session ([`crate::session`]); 404 when not configured |
 //!
 //! A webhook goes: allowlist and unknown-token throttle (no database work
 //! for strangers) → token shape → body, bounded in size and time (a
@@ -41,6 +42,7 @@ use crate::api::{Accepted, ApiError, Body, json};
 use crate::db::{Database, DbError, IngestCall, IngestOutcome, Rejection};
 use crate::guard::{Guard, Probe};
 use crate::metrics::Metrics;
+use crate::session::{self, SessionState};
 use crate::signal::{ChartId, ParseError, Signal, WebhookToken};
 
 /// How much of a rejected, non-text body is passed on for the trader's
@@ -65,6 +67,8 @@ pub struct App {
     metrics: Metrics,
     settings: Settings,
     started: Instant,
+    /// `PUT`/`DELETE /v1/tradingview-session`, when configured.
+    session: Option<SessionState>,
 }
 
 impl App {
@@ -75,7 +79,15 @@ impl App {
             metrics,
             settings,
             started: Instant::now(),
+            session: None,
         }
+    }
+
+    /// Serves the TradingView session endpoint with `session`.
+    #[must_use]
+    pub fn with_session(mut self, session: SessionState) -> Self {
+        self.session = Some(session);
+        self
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -116,6 +128,7 @@ pub async fn run(
 #[derive(Clone, Copy)]
 enum Route {
     Webhook,
+    Session,
     Health,
     Metrics,
     Other,
@@ -125,6 +138,7 @@ impl Route {
     fn label(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",
+            Self::Session => "session",
             Self::Health => "health",
             Self::Metrics => "metrics",
             Self::Other => "other",
@@ -155,6 +169,16 @@ impl App {
                     allow: "POST",
                 };
                 (Route::Webhook, error.code(), error.into_response())
+            }
+            (_, session::PATH) if self.session.is_some() => {
+                let state = self.session.as_ref().expect("checked above");
+                let response = session::handle(request, state).await;
+                let outcome = if response.status().is_success() {
+                    "ok"
+                } else {
+                    "refused"
+                };
+                (Route::Session, outcome, response)
             }
             (&Method::GET, "/health") => (Route::Health, "ok", self.health().await),
             (&Method::GET, "/health/live") => (

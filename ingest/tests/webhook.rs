@@ -842,3 +842,93 @@ async fn under_load_stored_signals_equal_the_200_answers_exactly() {
         assert_eq!(stored, 400, "{path:?}");
     }
 }
+
+/// The session endpoint is routed by the server when configured, answers
+/// CORS preflights for the dashboard, and is absent otherwise.
+#[tokio::test]
+async fn the_session_endpoint_is_served_next_to_the_webhook() {
+    use base64::Engine as _;
+    use ingest::session::{PATH, SessionConfig, SessionState};
+
+    let stack = Stack::from_env();
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let keys = cookie_seal::Keyring::parse(&SecretString::from(format!("k1:{key}"))).expect("keys");
+    let session = SessionState::new(SessionConfig {
+        jwks_url: None,
+        jwt_secret: Some(SecretString::from(stack.jwt_secret.clone())),
+        audience: "authenticated".into(),
+        cors_origin: Some(http::HeaderValue::from_static("https://dashboard.example")),
+        keys: Arc::new(keys),
+        supabase_url: stack.supabase_url.parse().expect("url"),
+        service_key: SecretString::from(stack.service_role_key.clone()),
+    })
+    .expect("state");
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = App::new(
+        database(&stack, Path::Rest, Duration::from_secs(2)),
+        Guard::new(None, vec![], 30),
+        Metrics::new(),
+        Settings {
+            max_body_bytes: 64 * 1024,
+            read_timeout: Duration::from_secs(5),
+            max_connections: 64,
+            grace: Duration::from_secs(1),
+        },
+    )
+    .with_session(session);
+    tokio::spawn(ingest::run(listener, Arc::new(app), std::future::pending()));
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}{PATH}");
+
+    let trader = stack.trader("pro").await;
+    let token = stack.jwt_for(&trader);
+    let put = http
+        .put(&url)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "sessionid": "abc123", "sessionid_sign": "v1:xyz" }))
+        .send()
+        .await
+        .expect("put");
+    assert!(put.status().is_success(), "{}", put.status());
+    let row = stack
+        .db()
+        .await
+        .query_one(
+            "select tradingview_cookies_sealed is not null, cookies_valid from public.user_config where user_id = $1",
+            &[&trader.id],
+        )
+        .await
+        .expect("row");
+    assert!(row.get::<_, bool>(0), "the sealed pair is stored");
+    assert!(row.get::<_, bool>(1));
+
+    let anonymous = http
+        .put(&url)
+        .json(&serde_json::json!({ "sessionid": "a", "sessionid_sign": "b" }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://dashboard.example")
+        .header("access-control-request-method", "PUT")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://dashboard.example"
+    );
+
+    let (status, body) = spawn(Options::on(Path::Rest)).await.get(PATH).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "off unless configured: {body}"
+    );
+}

@@ -1,0 +1,592 @@
+//! The capture daemon end to end, in process: a test database of its own
+//! (the queue is global), real Chromium, a chart page served by the test that
+//! behaves like TradingView (sign-in wall without a valid session, draws
+//! late, then reports ready), and drain mode so tests never sleep and guess.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use capture::daemon::{self, Stopped};
+use capture::storage::Storage;
+use capture::worker::Mode;
+use service_runtime::SecretString;
+use stack_tests::TestDb;
+use support::*;
+use tokio::net::TcpListener;
+
+async fn drain(test_db: &TestDb, worker: Arc<capture::worker::Worker>) {
+    let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(90),
+        daemon::run(
+            health,
+            worker,
+            test_db.url.clone(),
+            Mode::Drain,
+            std::future::pending(),
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .expect("drain mode finished within 90 s");
+    assert_eq!(outcome.stopped, Stopped::Drained);
+}
+
+fn knobs(storage: Storage) -> Knobs {
+    Knobs {
+        concurrency: 3,
+        job_timeout: Duration::from_secs(10),
+        storage,
+    }
+}
+
+#[tokio::test]
+async fn session_chart_and_fallback_chart_end_as_real_pngs() {
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    let charts = ChartServer::start(400).await;
+
+    let with_session = unlimited_trader(&db).await;
+    let tv = session("a");
+    sign_in(&db, &with_session, &tv, "chartA").await;
+    charts.accept(&tv, "chartA");
+    let without = unlimited_trader(&db).await;
+    db.execute(
+        "update public.user_config set screenshot_resolution = '1080p', chart_theme = 'light' where user_id = $1",
+        &[&without.id],
+    )
+    .await
+    .unwrap();
+
+    let chart_signal = alert(&db, &with_session, 101.5, "long").await;
+    alert(&db, &without, 100.0, "long").await;
+    alert(&db, &without, 104.0, "short").await;
+    let fallback_signal = alert(&db, &without, 102.0, "long").await;
+
+    let (storage, dir) = fs_storage();
+    let worker = worker(&test_db, &charts, knobs(storage));
+    drain(&test_db, Arc::clone(&worker)).await;
+
+    let chart = row(&db, chart_signal).await;
+    assert_eq!(chart.status, "completed", "{chart:?}");
+    assert_eq!(chart.job_state, None, "the job is gone");
+    let path = chart.path.unwrap();
+    assert_eq!(path, format!("{}/{chart_signal}.png", with_session.id));
+    assert_eq!(chart.url, None, "fs storage has no public URL");
+    let (w, h, pixels) = decode(&std::fs::read(dir.join(&path)).unwrap());
+    assert_eq!((w, h), (1280, 720));
+    assert!(
+        share_of(&pixels, CHART_RGB) > 0.8,
+        "the chart was drawn before the screenshot (and the toast hidden)"
+    );
+    assert!(
+        share_of(&pixels, [255, 0, 255]) < 0.001,
+        "the toast is hidden"
+    );
+
+    let seen = charts.seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    for request in &seen {
+        assert!(
+            request
+                .path
+                .starts_with("/chart/chartA/?symbol=BINANCE%3ABTCUSDT&interval=60"),
+            "{request:?}"
+        );
+        assert!(
+            request
+                .cookies
+                .contains(&format!("sessionid={}", tv.sessionid))
+        );
+        assert!(request.cookies.contains("sessionid_sign=sign-a"));
+        assert!(
+            request
+                .cookies
+                .contains("cookiePrivacyPreferenceBannerProduction=accepted")
+        );
+    }
+
+    let fallback = row(&db, fallback_signal).await;
+    assert_eq!(fallback.status, "completed", "{fallback:?}");
+    let (w, h, pixels) = decode(&std::fs::read(dir.join(fallback.path.unwrap())).unwrap());
+    assert_eq!((w, h), (1920, 1080), "1080p preference");
+    assert!(
+        share_of(&pixels, [255, 255, 255]) > 0.5,
+        "light theme background"
+    );
+    assert!(
+        distinct_colours(&pixels) > 5,
+        "line, markers and text were drawn"
+    );
+    assert!(share_of(&pixels, [0x26, 0xa6, 0x9a]) > 0.0, "long markers");
+    assert!(share_of(&pixels, [0xef, 0x53, 0x50]) > 0.0, "short marker");
+
+    let metrics = worker.metrics.render();
+    assert!(
+        metrics.contains(r#"capture_outcomes_total{outcome="completed",reason="chart"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"capture_outcomes_total{outcome="completed",reason="fallback"} 3"#),
+        "{metrics}"
+    );
+    test_db.drop_db().await;
+}
+
+#[tokio::test]
+async fn two_traders_at_once_each_page_sees_only_its_own_cookies() {
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    let charts = ChartServer::start(800).await;
+    let mut traders = Vec::new();
+    for name in ["one", "two"] {
+        let trader = unlimited_trader(&db).await;
+        let tv = session(name);
+        let chart_id = format!("chart{name}");
+        sign_in(&db, &trader, &tv, &chart_id).await;
+        charts.accept(&tv, &chart_id);
+        traders.push((trader, tv, chart_id));
+    }
+    let mut signals = Vec::new();
+    for _ in 0..2 {
+        for (trader, _, _) in &traders {
+            signals.push(alert(&db, trader, 10.0, "long").await);
+        }
+    }
+    let (storage, _dir) = fs_storage();
+    let worker = worker(&test_db, &charts, knobs(storage));
+    drain(&test_db, worker).await;
+
+    for signal in signals {
+        assert_eq!(row(&db, signal).await.status, "completed");
+    }
+    let seen = charts.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4);
+    for request in seen {
+        let (_, tv, _) = traders
+            .iter()
+            .find(|(_, _, chart)| request.path.starts_with(&format!("/chart/{chart}/")))
+            .expect("a known chart");
+        let others = traders
+            .iter()
+            .filter(|(_, other, _)| other.sessionid != tv.sessionid);
+        assert!(request.cookies.contains(&tv.sessionid), "{request:?}");
+        for (_, other, _) in others {
+            assert!(
+                !request.cookies.contains(&other.sessionid),
+                "cookies leaked: {request:?}"
+            );
+            assert!(
+                !request.cookies.contains(&other.sessionid_sign),
+                "cookies leaked: {request:?}"
+            );
+        }
+    }
+    test_db.drop_db().await;
+}
+
+#[tokio::test]
+async fn an_expired_session_fails_at_once_and_asks_for_fresh_cookies() {
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    let charts = ChartServer::start(100).await;
+    let trader = unlimited_trader(&db).await;
+    // Sealed and marked valid, but the chart server does not accept it.
+    sign_in(&db, &trader, &session("stale"), "chartX").await;
+    let signal = alert(&db, &trader, 1.0, "short").await;
+    let (storage, dir) = fs_storage();
+    let worker = worker(&test_db, &charts, knobs(storage));
+    drain(&test_db, Arc::clone(&worker)).await;
+
+    let r = row(&db, signal).await;
+    assert_eq!(r.status, "failed", "{r:?}");
+    assert_eq!(r.attempts, Some(1), "not retried");
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("Paste fresh sessionid"),
+        "{r:?}"
+    );
+    let valid: bool = db
+        .query_one(
+            "select cookies_valid from public.user_config where user_id = $1",
+            &[&trader.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!valid, "cookies marked invalid");
+    assert!(!dir.exists(), "nothing stored");
+
+    // The next alert falls back to the built-in chart instead of failing again.
+    let next = alert(&db, &trader, 2.0, "long").await;
+    drain(&test_db, worker).await;
+    assert_eq!(row(&db, next).await.status, "completed");
+    test_db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_page_that_never_gets_ready_is_retried_then_fails_with_a_reason() {
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    let charts = ChartServer::start(50).await;
+    let trader = unlimited_trader(&db).await;
+    let tv = session("never");
+    sign_in(&db, &trader, &tv, "never").await;
+    charts.accept(&tv, "never");
+    let signal = alert(&db, &trader, 1.0, "long").await;
+    let (storage, _dir) = fs_storage();
+    let mut knobs = knobs(storage);
+    knobs.job_timeout = Duration::from_secs(4);
+    let worker = worker(&test_db, &charts, knobs);
+    // The chart id travels in the path; `never=1` makes the page hang.
+    let mut settings = worker.settings.clone();
+    settings.chart_url_template.push_str("&never=1");
+    let worker = Arc::new(capture::worker::Worker {
+        queue: worker.queue.clone(),
+        chrome: Arc::clone(&worker.chrome),
+        storage: worker.storage.clone(),
+        keys: worker.keys.clone(),
+        metrics: worker.metrics.clone(),
+        settings,
+        telegram: None,
+    });
+    // As the binary does: Chromium's launch is not on the first job's clock.
+    let chrome = Arc::clone(&worker.chrome);
+    tokio::task::spawn_blocking(move || chrome.warm_up())
+        .await
+        .unwrap()
+        .unwrap();
+    drain(&test_db, Arc::clone(&worker)).await;
+
+    let r = row(&db, signal).await;
+    assert_eq!(r.status, "failed", "{r:?}");
+    assert_eq!(r.job_state.as_deref(), Some("failed"));
+    assert_eq!(r.attempts, Some(3), "retried twice");
+    // The page's own deadline (80 % of the job timeout) normally wins; on a
+    // loaded machine the job's hard timeout may come first. Both say why.
+    let error = r.error.unwrap();
+    assert!(
+        error.contains("did not finish loading") || error.contains("took longer than"),
+        "{error}"
+    );
+    assert_eq!(charts.seen.lock().unwrap().len(), 3);
+    test_db.drop_db().await;
+}
+
+#[tokio::test]
+async fn chromium_killed_mid_capture_is_relaunched_and_the_job_retried() {
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    let charts = ChartServer::start(2500).await;
+    let trader = unlimited_trader(&db).await;
+    let tv = session("kill");
+    sign_in(&db, &trader, &tv, "k").await;
+    charts.accept(&tv, "k");
+    let signal = alert(&db, &trader, 1.0, "long").await;
+    let (storage, dir) = fs_storage();
+    let worker = worker(&test_db, &charts, knobs(storage));
+    let chrome = Arc::clone(&worker.chrome);
+    let seen = Arc::clone(&charts.seen);
+    let killer = tokio::spawn(async move {
+        // Wait until the page is loading, then kill the browser under it.
+        while seen.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pid = chrome.pid().expect("Chromium runs");
+        let status = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        pid
+    });
+    drain(&test_db, Arc::clone(&worker)).await;
+    let killed_pid = killer.await.unwrap();
+
+    let r = row(&db, signal).await;
+    assert_eq!(r.status, "completed", "{r:?}");
+    assert_ne!(worker.chrome.pid(), Some(killed_pid), "a new Chromium");
+    assert!(dir.join(r.path.unwrap()).exists());
+    let metrics = worker.metrics.render();
+    assert!(
+        metrics.contains(r#"capture_outcomes_total{outcome="retry",reason="browser"} 1"#),
+        "{metrics}"
+    );
+    test_db.drop_db().await;
+}
+
+#[tokio::test]
+async fn storage_upload_contract_and_500_then_failed() {
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    let charts = ChartServer::start(10).await;
+    let trader = unlimited_trader(&db).await;
+
+    // A healthy Storage: check the exact request.
+    let stub = StorageStub::start(vec![200]).await;
+    let key = "eyJhbGciOiJIUzI1NiJ9.legacy.jwt";
+    let storage = Storage::supabase(
+        stub.base.parse().unwrap(),
+        "screenshots".into(),
+        SecretString::from(key.to_owned()),
+        true,
+    )
+    .unwrap();
+    let signal = alert(&db, &trader, 5.0, "long").await;
+    drain(&test_db, worker(&test_db, &charts, knobs(storage))).await;
+    let r = row(&db, signal).await;
+    assert_eq!(r.status, "completed", "{r:?}");
+    let path = format!("{}/{signal}.png", trader.id);
+    assert_eq!(r.path.as_deref(), Some(path.as_str()));
+    assert_eq!(
+        r.url,
+        Some(format!(
+            "{}/storage/v1/object/public/screenshots/{path}",
+            stub.base
+        )),
+        "public bucket"
+    );
+    let uploads = stub.uploads.lock().unwrap().clone();
+    assert_eq!(uploads.len(), 1);
+    let upload = &uploads[0];
+    assert_eq!(upload.method, "POST");
+    assert_eq!(
+        upload.path,
+        format!("/storage/v1/object/screenshots/{path}")
+    );
+    assert_eq!(upload.headers.get("apikey").map(String::as_str), Some(key));
+    assert_eq!(
+        upload.headers.get("authorization"),
+        Some(&format!("Bearer {key}"))
+    );
+    assert_eq!(
+        upload.headers.get("x-upsert").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        upload.headers.get("content-type").map(String::as_str),
+        Some("image/png")
+    );
+    assert_eq!(
+        upload.headers.get("cache-control").map(String::as_str),
+        Some("max-age=3600")
+    );
+    let (w, h, _) = decode(&upload.body);
+    assert_eq!((w, h), (1280, 720), "the body is the PNG");
+
+    // A failing Storage: retried on the SQL schedule, then failed with a reason.
+    let failing = StorageStub::start(vec![500]).await;
+    let storage = Storage::supabase(
+        failing.base.parse().unwrap(),
+        "screenshots".into(),
+        SecretString::from("sb_secret_new_style".to_owned()),
+        false,
+    )
+    .unwrap();
+    let signal = alert(&db, &trader, 6.0, "short").await;
+    let worker = worker(&test_db, &charts, knobs(storage));
+    drain(&test_db, worker).await;
+    let r = row(&db, signal).await;
+    assert_eq!(r.status, "failed", "{r:?}");
+    assert_eq!(r.attempts, Some(3));
+    assert_eq!(
+        r.error.as_deref(),
+        Some("The screenshot could not be stored.")
+    );
+    let uploads = failing.uploads.lock().unwrap().clone();
+    assert_eq!(uploads.len(), 3);
+    assert!(
+        uploads
+            .iter()
+            .all(|u| !u.headers.contains_key("authorization")),
+        "new secret keys are not sent as a bearer"
+    );
+    let stuck: i64 = db
+        .query_one(
+            "select count(*) from public.signals where screenshot_status = 'processing'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stuck, 0, "nothing stuck in processing");
+    test_db.drop_db().await;
+}
+
+#[tokio::test]
+async fn reseal_moves_every_stored_session_to_the_current_key() {
+    use base64::Engine as _;
+    use cookie_seal::Keyring;
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    let charts = ChartServer::start(10).await;
+    let old = keyring();
+    let mut traders = Vec::new();
+    for name in ["r1", "r2"] {
+        let trader = unlimited_trader(&db).await;
+        let tv = session(name);
+        sign_in(&db, &trader, &tv, "chartr").await;
+        traders.push((trader, tv));
+    }
+    let new_key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let old_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let rotated = Keyring::parse(&SecretString::from(format!(
+        "test2:{new_key},test1:{old_key}"
+    )))
+    .unwrap();
+    let (storage, _) = fs_storage();
+    let worker = worker(&test_db, &charts, knobs(storage));
+    let report = capture::reseal::reseal_all(&worker.queue, &rotated)
+        .await
+        .unwrap();
+    assert_eq!(report.resealed, 2);
+    let again = capture::reseal::reseal_all(&worker.queue, &rotated)
+        .await
+        .unwrap();
+    assert_eq!((again.resealed, again.current), (0, 2), "idempotent");
+
+    let only_new = Keyring::parse(&SecretString::from(format!("test2:{new_key}"))).unwrap();
+    for (trader, tv) in &traders {
+        let sealed: Vec<u8> = db
+            .query_one(
+                "select tradingview_cookies_sealed from public.user_config where user_id = $1",
+                &[&trader.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(Keyring::sealed_key_id(&sealed).unwrap(), "test2");
+        assert_eq!(
+            only_new.open(trader.id, &sealed).unwrap().sessionid,
+            tv.sessionid
+        );
+        assert!(
+            old.open(trader.id, &sealed).is_err(),
+            "the old key alone no longer opens it"
+        );
+    }
+    // Sealed for one trader, it does not open for the other.
+    let sealed: Vec<u8> = db
+        .query_one(
+            "select tradingview_cookies_sealed from public.user_config where user_id = $1",
+            &[&traders[0].0.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(only_new.open(traders[1].0.id, &sealed).is_err());
+    test_db.drop_db().await;
+}
+
+/// A request the stub Bot API received: path and body.
+type Request = (String, Vec<u8>);
+
+/// A trader who switched Telegram on gets the screenshot in their chat once
+/// the capture is recorded; the stub Bot API sees exactly that request.
+#[tokio::test]
+async fn a_completed_capture_is_sent_to_the_traders_telegram_chat() {
+    use std::sync::Mutex;
+
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    let charts = ChartServer::start(100).await;
+    let trader = unlimited_trader(&db).await;
+    db.execute(
+        "update public.user_config set notify_telegram = true, telegram_chat_id = '-100123' where user_id = $1",
+        &[&trader.id],
+    )
+    .await
+    .unwrap();
+    let quiet = unlimited_trader(&db).await;
+    let signal = alert(&db, &trader, 101.0, "long").await;
+    alert(&db, &quiet, 99.0, "short").await;
+
+    // The stub Bot API: records the path and body of every request.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let log = Arc::clone(&log);
+                        async move {
+                            use http_body_util::BodyExt as _;
+                            let path = request.uri().path().to_owned();
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .unwrap()
+                                .to_bytes()
+                                .to_vec();
+                            log.lock().unwrap().push((path, body));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(
+                                    br#"{"ok":true,"result":{}}"#,
+                                )),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+
+    let (storage, dir) = fs_storage();
+    let base = worker(&test_db, &charts, knobs(storage));
+    let worker = Arc::new(capture::worker::Worker {
+        queue: base.queue.clone(),
+        chrome: Arc::clone(&base.chrome),
+        storage: base.storage.clone(),
+        keys: base.keys.clone(),
+        metrics: base.metrics.clone(),
+        settings: base.settings.clone(),
+        telegram: Some(Arc::new(capture::telegram::Telegram::new(
+            api.parse().unwrap(),
+            SecretString::from("42:bot-token"),
+            capture::telegram::RetryPolicy::default(),
+        ))),
+    });
+    drain(&test_db, worker).await;
+
+    // The message is sent after the row is completed, in its own task.
+    let mut requests = Vec::new();
+    for _ in 0..100 {
+        requests = seen.lock().unwrap().clone();
+        if !requests.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        requests.len(),
+        1,
+        "one message, for the trader who asked only"
+    );
+    let (path, body) = &requests[0];
+    assert_eq!(path, "/bot42:bot-token/sendPhoto");
+    let stored = std::fs::read(dir.join(format!("{}/{signal}.png", trader.id))).unwrap();
+    assert!(
+        body.windows(stored.len()).any(|w| w == stored.as_slice()),
+        "the stored PNG is the photo sent"
+    );
+    assert!(
+        body.windows(7).any(|w| w == b"-100123"),
+        "to the trader's chat"
+    );
+    test_db.drop_db().await;
+}

@@ -1,0 +1,298 @@
+//! The `capture` binary as operators run it: woken by NOTIFY, stopped by
+//! SIGTERM, killed with `kill -9`.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use stack_tests::TestDb;
+use support::*;
+use tokio_postgres::Client;
+
+fn seal_keys_spec() -> String {
+    format!(
+        "test1:{}",
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the daemon binary against `test_db`.
+fn daemon(
+    test_db: &TestDb,
+    charts: &ChartServer,
+    dir: &Path,
+    health_port: u16,
+    extra: &[(&str, &str)],
+    args: &[&str],
+) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_capture"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &test_db.url)
+        .env("STORAGE", format!("fs:{}", dir.display()))
+        .env("COOKIE_SEAL_KEYS", seal_keys_spec())
+        .env(
+            "CAPTURE_CHART_URL_TEMPLATE",
+            format!("{}/chart/{{chart_id}}/?symbol={{symbol}}", charts.base),
+        )
+        .env("CAPTURE_READY_CHECK", READY_CHECK)
+        .env("CAPTURE_LOGIN_CHECK", LOGIN_CHECK)
+        .env("CAPTURE_HEALTH_LISTEN", format!("127.0.0.1:{health_port}"))
+        .env("CAPTURE_POLL_INTERVAL", "500ms")
+        .env("RUST_LOG", "capture=debug,info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    command.spawn().expect("the capture binary starts")
+}
+
+/// Process ids whose parent is `pid` (Chromium under the daemon).
+fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat"))
+            && let Some((_, rest)) = stat.rsplit_once(") ")
+            && rest.split(' ').nth(1) == Some(&pid.to_string())
+        {
+            found.push(child);
+        }
+    }
+    found
+}
+
+fn kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status();
+}
+
+async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn signed_in_trader(
+    db: &Client,
+    charts: &ChartServer,
+    chart_id: &str,
+) -> stack_tests::Trader {
+    let trader = unlimited_trader(db).await;
+    let tv = session(chart_id);
+    sign_in(db, &trader, &tv, chart_id).await;
+    charts.accept(&tv, chart_id);
+    trader
+}
+
+fn pngs(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    if let Ok(users) = std::fs::read_dir(dir) {
+        for user in users.flatten() {
+            for file in std::fs::read_dir(user.path()).unwrap().flatten() {
+                files.push(file.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn a_notify_wakes_the_idle_daemon_and_health_reports_it() {
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    let charts = ChartServer::start(100).await;
+    let trader = signed_in_trader(&db, &charts, "wake").await;
+    let (_, dir) = fs_storage();
+    let port = free_port();
+    // A poll interval far longer than the test: only the NOTIFY can wake it.
+    let mut child = daemon(
+        &test_db,
+        &charts,
+        &dir,
+        port,
+        &[("CAPTURE_POLL_INTERVAL", "10m")],
+        &[],
+    );
+
+    // Idle means the daemon raised the wake-up flag.
+    wait_for(
+        "the daemon to be idle",
+        Duration::from_secs(20),
+        async || {
+            db.query_one("select daemon_waiting from private.capture_wakeup", &[])
+                .await
+                .is_ok_and(|r| r.get::<_, bool>(0))
+        },
+    )
+    .await;
+    let sent = Instant::now();
+    let signal = alert(&db, &trader, 3.0, "long").await;
+    wait_for("the capture", Duration::from_secs(20), async || {
+        row(&db, signal).await.status == "completed"
+    })
+    .await;
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "woken by NOTIFY, not the poll ({took:?})"
+    );
+
+    let http = reqwest::Client::new();
+    let health: serde_json::Value = serde_json::from_str(
+        &http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["queue_length"], 0);
+    assert_eq!(health["active_workers"], 1);
+    let metrics = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"capture_outcomes_total{outcome="completed",reason="chart"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("capture_duration_seconds_count 1"),
+        "{metrics}"
+    );
+
+    kill(child.id(), "-TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let workers: i64 = db
+        .query_one("select count(*) from private.capture_workers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(workers, 0, "deregistered on the way out");
+    test_db.drop_db().await;
+}
+
+#[tokio::test]
+async fn sigterm_gives_in_flight_jobs_back_within_the_grace_period() {
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    let charts = ChartServer::start(100).await;
+    let trader = signed_in_trader(&db, &charts, "term").await;
+    let signal = alert(&db, &trader, 3.0, "long").await;
+    let (_, dir) = fs_storage();
+    let template = format!("{}/chart/{{chart_id}}/?never=1", charts.base);
+    let mut child = daemon(
+        &test_db,
+        &charts,
+        &dir,
+        free_port(),
+        &[
+            ("CAPTURE_SHUTDOWN_GRACE", "1s"),
+            ("CAPTURE_CHART_URL_TEMPLATE", &template),
+        ],
+        &[],
+    );
+    wait_for(
+        "the capture to start",
+        Duration::from_secs(20),
+        async || !charts.seen.lock().unwrap().is_empty(),
+    )
+    .await;
+    let stopping = Instant::now();
+    kill(child.id(), "-TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stopped within the grace period"
+    );
+
+    let r = row(&db, signal).await;
+    assert_eq!(r.job_state.as_deref(), Some("queued"), "given back: {r:?}");
+    assert_eq!(r.attempts, Some(0), "the attempt is not counted");
+    assert!(pngs(&dir).is_empty());
+    test_db.drop_db().await;
+}
+
+#[tokio::test]
+async fn after_kill_9_a_second_daemon_completes_the_job_once_the_lease_expires() {
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    // Slow enough that the first daemon dies mid-capture.
+    let charts = ChartServer::start(3000).await;
+    let trader = signed_in_trader(&db, &charts, "nine").await;
+    let signal = alert(&db, &trader, 3.0, "long").await;
+    let (_, dir) = fs_storage();
+    let timing = [("CAPTURE_JOB_TIMEOUT", "8s"), ("CAPTURE_LEASE", "13s")];
+    let mut first = daemon(&test_db, &charts, &dir, free_port(), &timing, &[]);
+    wait_for(
+        "the first capture to start",
+        Duration::from_secs(20),
+        async || !charts.seen.lock().unwrap().is_empty(),
+    )
+    .await;
+    let orphans = children(first.id());
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    for pid in orphans {
+        kill(pid, "-9");
+    }
+    assert_eq!(row(&db, signal).await.status, "processing");
+
+    let killed_at = Instant::now();
+    let second = daemon(&test_db, &charts, &dir, free_port(), &timing, &["--drain"]);
+    let output = tokio::task::spawn_blocking(move || second.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(
+        killed_at.elapsed() >= Duration::from_secs(5),
+        "the job waited for its lease to expire"
+    );
+
+    let r = row(&db, signal).await;
+    assert_eq!(r.status, "completed", "{r:?}");
+    assert_eq!(r.job_state, None);
+    assert_eq!(
+        pngs(&dir),
+        vec![format!("{signal}.png")],
+        "exactly one object, no temp files"
+    );
+    assert_eq!(
+        charts.seen.lock().unwrap().len(),
+        2,
+        "one page load per daemon"
+    );
+    test_db.drop_db().await;
+}

@@ -1,0 +1,96 @@
+# shellcheck shell=bash
+# The capture daemon in the local stack (sourced by scripts/dev after stack.sh): built from this
+# checkout, run in the background with the stack's settings, screenshots written under
+# $SCREENSHOT_DIR (STORAGE=fs:...), a local cookie-seal key in the stack's secrets.
+#
+# Settings (environment): CAPTURE_HEALTH_PORT (default GATEWAY_PORT + 3).
+
+capture_config() {
+  CAPTURE_PID="$RUN_DIR/capture.pid"
+  CAPTURE_LOG="$LOG_DIR/capture.log"
+  SCREENSHOT_DIR="$STACK_DIR/screenshots"
+  CAPTURE_HEALTH_PORT="${CAPTURE_HEALTH_PORT:-$((GATEWAY_PORT + 3))}"
+  CAPTURE_HEALTH_URL="http://127.0.0.1:$CAPTURE_HEALTH_PORT"
+  CAPTURE_BIN="$REPO_ROOT/target/debug/capture"
+}
+
+capture_ensure_key() {
+  local file="$SECRETS_DIR/cookie_seal_keys"
+  if [[ ! -s "$file" ]]; then
+    (umask 077 && printf 'local1:%s\n' "$(openssl rand -base64 32)" >"$file")
+  fi
+}
+
+capture_start() {
+  capture_config
+  if pid_alive "$CAPTURE_PID"; then
+    info "capture: already running (pid $(cat "$CAPTURE_PID"))"
+    return 0
+  fi
+  require_free_port "$CAPTURE_HEALTH_PORT" "capture health"
+  info "capture: building (cargo build -p capture)"
+  (cd "$REPO_ROOT" && cargo build -q -p capture) || die "cargo build -p capture failed"
+  capture_ensure_key
+  mkdir -p "$SCREENSHOT_DIR"
+  info "capture: starting ($CAPTURE_HEALTH_URL, screenshots in $SCREENSHOT_DIR)"
+  (
+    set -a
+    # shellcheck disable=SC1090
+    source "$STACK_ENV_FILE"
+    set +a
+    export STORAGE="fs:$SCREENSHOT_DIR"
+    export CAPTURE_HEALTH_LISTEN="127.0.0.1:$CAPTURE_HEALTH_PORT"
+    COOKIE_SEAL_KEYS="$(secret cookie_seal_keys)"
+    export COOKIE_SEAL_KEYS
+    nohup "$CAPTURE_BIN" >>"$CAPTURE_LOG" 2>&1 &
+    echo $! >"$CAPTURE_PID"
+  )
+  wait_for_http "$CAPTURE_HEALTH_URL/health/live" capture "$CAPTURE_PID" "$CAPTURE_LOG"
+}
+
+capture_stop() {
+  capture_config
+  if pid_alive "$CAPTURE_PID"; then
+    info "capture: stopping"
+    stop_pidfile "$CAPTURE_PID" capture
+  fi
+}
+
+capture_status() {
+  capture_config
+  if pid_alive "$CAPTURE_PID"; then
+    info "capture:   running ($CAPTURE_HEALTH_URL/health)"
+  else
+    info "capture:   stopped"
+    return 1
+  fi
+}
+
+# Adds the daemon's settings to stack.env (after stack_write_env rewrote it).
+capture_write_env() {
+  capture_config
+  grep -q '^SCREENSHOT_DIR=' "$STACK_ENV_FILE" 2>/dev/null || cat >>"$STACK_ENV_FILE" <<ENV
+SCREENSHOT_DIR=$SCREENSHOT_DIR
+CAPTURE_HEALTH_URL=$CAPTURE_HEALTH_URL
+ENV
+}
+
+# One demo alert for the demo trader, followed to its screenshot: prints the PNG's path.
+capture_demo_alert() {
+  capture_config
+  local signal status path i
+  signal="$(psql_as "$(database_url)" -At -v token="$DEMO_WEBHOOK_TOKEN" <<'SQL'
+select public.ingest_signal(:'token', now(), 'demo alert ' || clock_timestamp(), null,
+  'BINANCE:BTCUSDT', 'BINANCE', 'BTCUSDT', 97000.5, 'long', 'entry', '60', 'Demo indicator') ->> 'signal_id';
+SQL
+)"
+  [[ -n "$signal" ]] || die "the demo alert was not accepted"
+  for i in $(seq 1 150); do
+    IFS='|' read -r status path < <(psql_as "$(database_url)" -At -v id="$signal" \
+      <<<"select screenshot_status, coalesce(screenshot_path, '') from public.signals where id = :'id'")
+    [[ "$status" == completed || "$status" == failed ]] && break
+    sleep 0.2
+  done
+  [[ "$status" == completed ]] || die "the demo alert's screenshot ended as '$status', see $CAPTURE_LOG"
+  info "demo alert: signal $signal, screenshot $SCREENSHOT_DIR/$path"
+}
