@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use capture::config::{Command, Config};
 use capture::daemon;
 use capture::metrics::Metrics;
-use capture::prune::{self, FsObjects, SupabaseObjects};
+use capture::prune;
 use capture::queue::Queue;
 use capture::render::{Chrome, RenderSettings};
 use capture::storage::{Storage, StorageKind};
@@ -45,21 +45,7 @@ fn build_worker(
     queue: Queue,
     keys: Option<Arc<Keyring>>,
 ) -> anyhow::Result<(Arc<Worker>, Arc<Chrome>)> {
-    let storage = match &config.storage {
-        StorageKind::Fs(dir) => Storage::Fs { dir: dir.clone() },
-        StorageKind::Supabase => Storage::supabase(
-            config
-                .supabase_url
-                .clone()
-                .context("SUPABASE_URL is required")?,
-            config.bucket.clone(),
-            config
-                .storage_key()
-                .context("SUPABASE_SECRET_KEY is required")?,
-            config.bucket_public,
-        )
-        .context("Failed to build the Storage client")?,
-    };
+    let storage = storage(config)?;
     let worker_id = config.worker_id.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
@@ -73,7 +59,8 @@ fn build_worker(
         extra_cookies: config.extra_cookies.0.clone(),
         // Leave room for the upload within the job timeout.
         page_timeout: config.job_timeout.mul_f64(0.8),
-    });
+    })
+    .context("Failed to start the Chromium launcher")?;
     let worker = Arc::new(Worker {
         queue,
         chrome: Arc::clone(&chrome),
@@ -219,32 +206,10 @@ async fn prune_command(config: &Config, queue: &Queue, batch_size: u16) -> anyho
         stop.await;
         on_signal.cancel();
     });
-    let report = match &config.storage {
-        StorageKind::Fs(dir) => {
-            prune::run(
-                &client,
-                &FsObjects { root: dir.clone() },
-                batch_size,
-                &cancel,
-            )
-            .await
-        }
-        StorageKind::Supabase => {
-            let objects = SupabaseObjects::new(
-                config
-                    .supabase_url
-                    .as_ref()
-                    .context("SUPABASE_URL is required")?,
-                &config.bucket,
-                config
-                    .storage_key()
-                    .context("SUPABASE_SECRET_KEY is required")?,
-            )
-            .context("Failed to build the Storage URL")?;
-            prune::run(&client, &objects, batch_size, &cancel).await
-        }
-    }
-    .context("Failed to prune screenshots")?;
+    let storage = storage(config)?;
+    let report = prune::run(&client, &storage, batch_size, &cancel)
+        .await
+        .context("Failed to prune screenshots")?;
     tracing::info!(
         deleted = report.deleted,
         forgotten = report.forgotten,
@@ -253,4 +218,23 @@ async fn prune_command(config: &Config, queue: &Queue, batch_size: u16) -> anyho
         "Pruned screenshots past their plan's retention"
     );
     Ok(())
+}
+
+/// The configured screenshot storage.
+fn storage(config: &Config) -> anyhow::Result<Storage> {
+    Ok(match &config.storage {
+        StorageKind::Fs(dir) => Storage::Fs { dir: dir.clone() },
+        StorageKind::Supabase => Storage::supabase(
+            config
+                .supabase_url
+                .clone()
+                .context("SUPABASE_URL is required")?,
+            config.bucket.clone(),
+            config
+                .storage_key()
+                .context("SUPABASE_SECRET_KEY is required")?,
+            config.bucket_public,
+        )
+        .context("Failed to build the Storage client")?,
+    })
 }

@@ -16,14 +16,14 @@
 //!   `private.screenshots_due_for_pruning`, so memory stays flat however
 //!   large the backlog, and a cancelled run stops between batches.
 
-use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use service_runtime::{ExposeSecret as _, SecretString};
-use url::Url;
+use service_runtime::secret::supabase_service_headers;
 
 use tokio_postgres::Client;
+
+use crate::storage::Storage;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -159,105 +159,74 @@ pub async fn run(
     }
 }
 
-/// Objects in a Supabase Storage bucket, deleted through its REST API the
-/// way supabase-js's `remove()` does: `DELETE /storage/v1/object/{bucket}`
-/// with `{"prefixes": [...]}`. Missing objects are simply not in the
-/// answer, so repeating a delete is harmless.
-pub struct SupabaseObjects {
-    http: reqwest::Client,
-    /// `{SUPABASE_URL}/storage/v1/object/{bucket}`.
-    endpoint: Url,
-    key: SecretString,
-}
-
-impl fmt::Debug for SupabaseObjects {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SupabaseObjects")
-            .field("endpoint", &self.endpoint.as_str())
-            .field("key", &"[redacted]")
-            .finish_non_exhaustive()
-    }
-}
-
-impl SupabaseObjects {
-    /// `supabase_url` is the project's base URL; `key` the secret key
-    /// (`sb_secret_...`, sent as `apikey`) or a legacy service-role JWT
-    /// (sent as `apikey` and as a bearer token).
-    pub fn new(
-        supabase_url: &Url,
-        bucket: &str,
-        key: SecretString,
-    ) -> Result<Self, url::ParseError> {
-        let base = supabase_url.as_str().trim_end_matches('/');
-        let endpoint = Url::parse(&format!("{base}/storage/v1/object/"))?.join(bucket)?;
-        Ok(Self {
-            http: reqwest::Client::new(),
-            endpoint,
-            key,
-        })
-    }
-}
-
-impl DeleteObjects for SupabaseObjects {
+/// The daemon's own [`Storage`] deletes: through Supabase Storage's REST
+/// API the way supabase-js's `remove()` does (`DELETE
+/// /storage/v1/object/{bucket}` with `{"prefixes": [...]}`; missing objects
+/// are simply not in the answer, so repeating a delete is harmless), or from
+/// the `fs:` directory at the same relative paths.
+impl DeleteObjects for Storage {
     async fn delete(&self, paths: &[String]) -> Result<(), DeleteError> {
-        let key = self.key.expose_secret();
-        let mut request = self
-            .http
-            .delete(self.endpoint.clone())
-            .header("apikey", key)
-            .json(&serde_json::json!({ "prefixes": paths }));
-        if !key.starts_with("sb_secret_") {
-            request = request.bearer_auth(key);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| DeleteError::Http(e.without_url()))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = response.text().await.unwrap_or_default();
-        Err(DeleteError::Refused {
-            status: status.as_u16(),
-            body: body.chars().take(500).collect(),
-        })
-    }
-}
-
-/// Objects in a directory (`STORAGE=fs:<dir>`, the local stack's default),
-/// at the same relative paths as in the bucket.
-#[derive(Debug)]
-pub struct FsObjects {
-    pub root: PathBuf,
-}
-
-impl DeleteObjects for FsObjects {
-    async fn delete(&self, paths: &[String]) -> Result<(), DeleteError> {
-        for path in paths {
-            // Paths come from our own rows (`{uuid}/{uuid}.png`); refuse
-            // anything that could step outside the root all the same.
-            let relative = std::path::Path::new(path);
-            if relative.is_absolute()
-                || relative
-                    .components()
-                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
-            {
-                return Err(DeleteError::Io {
-                    path: relative.to_owned(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        "not a relative object path",
-                    ),
-                });
-            }
-            let full = self.root.join(relative);
-            match tokio::fs::remove_file(&full).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(DeleteError::Io { path: full, source }),
+        match self {
+            Self::Fs { dir } => delete_files(dir, paths).await,
+            Self::Supabase {
+                http,
+                base,
+                bucket,
+                key,
+                ..
+            } => {
+                let endpoint = format!(
+                    "{}/storage/v1/object/{bucket}",
+                    base.as_str().trim_end_matches('/')
+                );
+                let mut request = http
+                    .delete(endpoint)
+                    .json(&serde_json::json!({ "prefixes": paths }));
+                for (name, value) in supabase_service_headers(key) {
+                    request = request.header(name, value);
+                }
+                let response = request
+                    .send()
+                    .await
+                    .map_err(|e| DeleteError::Http(e.without_url()))?;
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(());
+                }
+                let body = response.text().await.unwrap_or_default();
+                Err(DeleteError::Refused {
+                    status: status.as_u16(),
+                    body: body.chars().take(500).collect(),
+                })
             }
         }
-        Ok(())
     }
+}
+
+async fn delete_files(root: &Path, paths: &[String]) -> Result<(), DeleteError> {
+    for path in paths {
+        // Paths come from our own rows (`{uuid}/{uuid}.png`); refuse anything
+        // that could step outside the root all the same.
+        let relative = Path::new(path);
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(DeleteError::Io {
+                path: relative.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a relative object path",
+                ),
+            });
+        }
+        let full = root.join(relative);
+        match tokio::fs::remove_file(&full).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DeleteError::Io { path: full, source }),
+        }
+    }
+    Ok(())
 }

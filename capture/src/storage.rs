@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
+use service_runtime::secret::supabase_service_headers;
 use url::Url;
 use uuid::Uuid;
 
@@ -128,15 +129,12 @@ impl Storage {
                 );
                 let mut request = http
                     .post(&object_url)
-                    .header("apikey", key.expose_secret())
                     .header("x-upsert", "true")
                     .header("content-type", "image/png")
                     .header("cache-control", "max-age=3600")
                     .body(png);
-                // Legacy JWT keys (service_role) also go as the bearer token;
-                // the new `sb_secret_...` keys are sent as apikey only.
-                if key.expose_secret().starts_with("eyJ") {
-                    request = request.bearer_auth(key.expose_secret());
+                for (name, value) in supabase_service_headers(key) {
+                    request = request.header(name, value);
                 }
                 let response = request.send().await?;
                 if !response.status().is_success() {

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use capture::prune::{self, DeleteError, DeleteObjects, FsObjects, PruneError, SupabaseObjects};
+use capture::prune::{self, DeleteError, DeleteObjects, PruneError};
+use capture::storage::Storage;
 use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -92,8 +93,8 @@ async fn prunes_only_what_the_plan_no_longer_keeps_and_a_rerun_does_nothing() {
     let fresh = stored(&db, dir.path(), &free.webhook_token, "fresh", 3).await;
     let kept = stored(&db, dir.path(), &premium.webhook_token, "premium", 30).await;
 
-    let objects = FsObjects {
-        root: dir.path().to_owned(),
+    let objects = Storage::Fs {
+        dir: dir.path().to_owned(),
     };
     let report = prune::run(&db, &objects, 2, &CancellationToken::new())
         .await
@@ -118,10 +119,10 @@ async fn prunes_only_what_the_plan_no_longer_keeps_and_a_rerun_does_nothing() {
     test_db.drop_db().await;
 }
 
-/// Deletes like [`FsObjects`], but fails from the given call on, the way a
+/// Deletes like the `fs:` storage, but fails from the given call on, the way a
 /// run dies halfway (network gone, process killed after the delete).
 struct FailingAfter {
-    inner: FsObjects,
+    inner: Storage,
     calls: AtomicUsize,
     fail_from: usize,
 }
@@ -164,8 +165,8 @@ async fn an_interrupted_run_resumes_where_it_stopped() {
     }
 
     let failing = FailingAfter {
-        inner: FsObjects {
-            root: dir.path().to_owned(),
+        inner: Storage::Fs {
+            dir: dir.path().to_owned(),
         },
         calls: AtomicUsize::new(0),
         fail_from: 1,
@@ -186,8 +187,8 @@ async fn an_interrupted_run_resumes_where_it_stopped() {
     };
     assert_eq!(remembered, 4, "only the first batch was forgotten");
 
-    let objects = FsObjects {
-        root: dir.path().to_owned(),
+    let objects = Storage::Fs {
+        dir: dir.path().to_owned(),
     };
     let report = prune::run(&db, &objects, 2, &CancellationToken::new())
         .await
@@ -212,8 +213,8 @@ async fn a_cancelled_run_stops_between_batches() {
     cancel.cancel();
     let report = prune::run(
         &db,
-        &FsObjects {
-            root: dir.path().to_owned(),
+        &Storage::Fs {
+            dir: dir.path().to_owned(),
         },
         10,
         &cancel,
@@ -228,8 +229,8 @@ async fn a_cancelled_run_stops_between_batches() {
 #[tokio::test]
 async fn fs_objects_refuse_paths_outside_the_root() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let objects = FsObjects {
-        root: dir.path().to_owned(),
+    let objects = Storage::Fs {
+        dir: dir.path().to_owned(),
     };
     for bad in ["../escape.png", "/etc/passwd", "a/../../b.png"] {
         assert!(
@@ -309,11 +310,21 @@ async fn supabase_storage_gets_the_exact_delete_request() {
         "11111111-1111-4111-8111-111111111111/33333333-3333-4333-8333-333333333333.png".to_owned(),
     ];
 
-    let secret = SupabaseObjects::new(&url, "screenshots", SecretString::from("sb_secret_abc"))
-        .expect("endpoint");
+    let secret = Storage::supabase(
+        url.clone(),
+        "screenshots".into(),
+        SecretString::from("sb_secret_abc"),
+        false,
+    )
+    .expect("client");
     secret.delete(&paths).await.expect("deleted");
-    let legacy = SupabaseObjects::new(&url, "screenshots", SecretString::from("eyJ.legacy.jwt"))
-        .expect("endpoint");
+    let legacy = Storage::supabase(
+        url.clone(),
+        "screenshots".into(),
+        SecretString::from("eyJ.legacy.jwt"),
+        false,
+    )
+    .expect("client");
     legacy.delete(&paths).await.expect("deleted");
 
     let requests = recorded.lock().expect("lock").clone();
@@ -341,8 +352,13 @@ async fn supabase_storage_gets_the_exact_delete_request() {
 #[tokio::test]
 async fn a_storage_error_is_reported_with_its_status() {
     let (_, url) = storage_stub(500).await;
-    let objects = SupabaseObjects::new(&url, "screenshots", SecretString::from("sb_secret_abc"))
-        .expect("endpoint");
+    let objects = Storage::supabase(
+        url.clone(),
+        "screenshots".into(),
+        SecretString::from("sb_secret_abc"),
+        false,
+    )
+    .expect("client");
     let error = objects
         .delete(&["a/b.png".to_owned()])
         .await

@@ -92,6 +92,20 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+/// The headers that authenticate a service to a Supabase project (PostgREST,
+/// Storage): a new secret key (`sb_secret_...`) goes only in `apikey` (the
+/// project's gateway maps it to the service role); a legacy service-role JWT
+/// also as the bearer token, which PostgREST and Storage check themselves.
+/// Both services use this one rule.
+pub fn supabase_service_headers(key: &SecretString) -> Vec<(&'static str, String)> {
+    let key = key.expose_secret();
+    let mut headers = vec![("apikey", key.to_owned())];
+    if !key.starts_with("sb_") {
+        headers.push(("Authorization", format!("Bearer {key}")));
+    }
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::DatabaseUrl;
@@ -130,5 +144,21 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("mysql"));
         assert!(!message.contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_keys_go_in_apikey_only_and_legacy_jwts_also_as_bearer() {
+        use super::{SecretString, supabase_service_headers};
+        assert_eq!(
+            supabase_service_headers(&SecretString::from("sb_secret_abc")),
+            vec![("apikey", "sb_secret_abc".to_owned())]
+        );
+        assert_eq!(
+            supabase_service_headers(&SecretString::from("eyJ.a.b")),
+            vec![
+                ("apikey", "eyJ.a.b".to_owned()),
+                ("Authorization", "Bearer eyJ.a.b".to_owned())
+            ]
+        );
     }
 }
