@@ -29,7 +29,7 @@ use serde::Serialize;
 pub type Body = Full<Bytes>;
 
 /// Why a request could not be served.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ApiError {
     /// No route matches the path.
     #[error("no route for {path}")]
@@ -162,6 +162,31 @@ pub struct Accepted {
     /// True when this was a retry of an alert already recorded: the
     /// answer names the first signal and nothing new was stored.
     pub duplicate: bool,
+}
+
+/// The answer to a webhook spooled while the database path was down (202):
+/// durable on the edge's disk, stored as a signal as soon as the database is
+/// back. There is no signal id yet; `delivery_id` names this delivery in
+/// the logs.
+#[derive(Debug, Serialize)]
+pub struct Spooled {
+    pub success: bool,
+    pub spooled: bool,
+    pub delivery_id: uuid::Uuid,
+    pub screenshot_status: &'static str,
+    pub message: &'static str,
+}
+
+impl Spooled {
+    pub fn new(delivery_id: uuid::Uuid) -> Self {
+        Self {
+            success: true,
+            spooled: true,
+            delivery_id,
+            screenshot_status: "pending",
+            message: "received; it is stored as a signal as soon as the signal store is back",
+        }
+    }
 }
 
 /// A JSON response with `status` and `value` as its body.

@@ -105,6 +105,26 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub unknown_token_per_minute: u32,
 
+    /// Directory of the durable spool: while the database path is down,
+    /// webhooks are appended here (fsync'd) and answered 202, then replayed
+    /// in arrival order when it is back. A local disk, one ingest per
+    /// directory. Unset: no spool, the answer is 503.
+    #[arg(long, env = "INGEST_SPOOL_DIR")]
+    pub spool_dir: Option<std::path::PathBuf>,
+
+    /// Most bytes of webhooks waiting in the spool; past it, 503.
+    #[arg(long, env = "INGEST_SPOOL_MAX_BYTES", default_value_t = 256 << 20,
+          value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub spool_max_bytes: u64,
+
+    /// Webhooks with a token the database has not recognised in the last
+    /// day that one client address may spool per minute (they also may fill
+    /// only half of the spool): tokens cannot be checked while the database
+    /// is down, so this is what keeps guessed tokens from filling it.
+    #[arg(long, env = "INGEST_SPOOL_UNVERIFIED_PER_MINUTE", default_value_t = 120,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub spool_unverified_per_minute: u32,
+
     /// Source addresses allowed to post webhooks: comma-separated IPs or
     /// CIDR blocks, or `tradingview` for TradingView's published webhook
     /// addresses. Empty: any address. Health and metrics are not affected.

@@ -22,7 +22,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use service_runtime::{ExposeSecret as _, SecretString};
+use service_runtime::SecretString;
+use service_runtime::secret::supabase_service_headers;
 use url::Url;
 use uuid::Uuid;
 
@@ -152,6 +153,32 @@ pub enum DbError {
     Decode(#[source] serde_json::Error),
 }
 
+impl DbError {
+    /// Whether the same call may well succeed later: the database or
+    /// PostgREST could not be reached, did not answer in time, or was
+    /// restarting or overloaded. False for answers a retry cannot change (a
+    /// 4xx or 500 from PostgREST, an SQL error, an answer that does not
+    /// decode): those would block a spool's replay forever.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Timeout(_) | Self::Http(_) | Self::Pool(_) => true,
+            Self::Status { status, .. } => matches!(status, 502..=504),
+            Self::Query(error) => {
+                error.is_closed()
+                    || error.code().is_none_or(|code| {
+                        let code = code.code();
+                        ["08", "53", "57"]
+                            .iter()
+                            .any(|class| code.starts_with(class))
+                            || code == "40001"
+                            || code == "40P01"
+                    })
+            }
+            Self::Decode(_) => false,
+        }
+    }
+}
+
 /// PostgREST reached with the service key.
 pub struct RestPath {
     client: postgrest::Postgrest,
@@ -163,24 +190,11 @@ impl std::fmt::Debug for RestPath {
     }
 }
 
-/// The headers that authenticate the service: a new secret key
-/// (`sb_secret_...`) goes only in `apikey` (the Supabase gateway turns it
-/// into the service role); a legacy service-role JWT also as a bearer token,
-/// which is what PostgREST itself checks.
-pub fn service_headers(key: &SecretString) -> Vec<(&'static str, String)> {
-    let key = key.expose_secret();
-    let mut headers = vec![("apikey", key.to_owned())];
-    if !key.starts_with("sb_secret_") {
-        headers.push(("Authorization", format!("Bearer {key}")));
-    }
-    headers
-}
-
 impl RestPath {
     pub fn new(supabase_url: &Url, key: &SecretString) -> Self {
         let base = format!("{}/rest/v1", supabase_url.as_str().trim_end_matches('/'));
         let mut client = postgrest::Postgrest::new(base);
-        for (name, value) in service_headers(key) {
+        for (name, value) in supabase_service_headers(key) {
             client = client.insert_header(name, value);
         }
         Self { client }
@@ -324,20 +338,6 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_keys_go_in_apikey_only_and_legacy_jwts_also_as_bearer() {
-        let new = service_headers(&SecretString::from("sb_secret_abc"));
-        assert_eq!(new, vec![("apikey", "sb_secret_abc".to_owned())]);
-        let legacy = service_headers(&SecretString::from("eyJ.a.b"));
-        assert_eq!(
-            legacy,
-            vec![
-                ("apikey", "eyJ.a.b".to_owned()),
-                ("Authorization", "Bearer eyJ.a.b".to_owned())
-            ]
-        );
-    }
 
     #[test]
     fn arguments_carry_the_parsed_signal_and_the_url_chart_wins() {

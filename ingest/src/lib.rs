@@ -23,6 +23,10 @@
 //!   edge answers, bounded, crash-safe), and the [`spool::Replayer`] that
 //!   feeds them to the database in arrival order once it is back. Pure of
 //!   HTTP and database code; the edge wires it in.
+//! - [`delivery`]: one webhook as `ingest_signal` takes it, built the same
+//!   way when answered live and when replayed from the spool.
+//! - [`fallback`]: the spool as the edge uses it (when to spool, who may
+//!   fill it) and the replay sink that calls the database.
 //! - [`api`]: the JSON answers and [`api::ApiError`], the single place where
 //!   an error becomes an HTTP status and body.
 //!
@@ -34,6 +38,8 @@
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod delivery;
+pub mod fallback;
 pub mod guard;
 pub mod metrics;
 pub mod server;

@@ -1,20 +1,25 @@
 //! `ingest`: parse the config, start logging, build the database path,
-//! serve until SIGINT/SIGTERM.
+//! open the spool and start its replayer, serve until SIGINT/SIGTERM.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use cookie_seal::Keyring;
 use http::HeaderValue;
 use ingest::Config;
 use ingest::db::{Database, RestPath};
+use ingest::fallback::{DatabaseSink, Fallback, KnownTokens};
 use ingest::guard::Guard;
 use ingest::metrics::Metrics;
 use ingest::server::{App, Settings};
 use ingest::session::{SessionConfig, SessionState};
+use ingest::spool::{Backoff, Replayer, Spool, SpoolConfig};
 use service_runtime::http::Drain;
 use service_runtime::{cli, shutdown, telemetry};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(config.log_format).context("Failed to initialise logging")?;
     let stop = shutdown::signal().context("Failed to install signal handlers")?;
 
-    let db = database(&config).context("Failed to set up the database path")?;
+    let db = Arc::new(database(&config).context("Failed to set up the database path")?);
     let guard = Guard::new(
         config.allowed_networks(),
         config.trusted_proxies.clone(),
@@ -35,7 +40,15 @@ async fn main() -> anyhow::Result<()> {
         grace: config.shutdown_grace,
     };
     let database = db.kind();
-    let mut app = App::new(db, guard, Metrics::new(), settings);
+    let mut app = App::new(Arc::clone(&db), guard, Metrics::new(), settings);
+    let replayer = match &config.spool_dir {
+        Some(dir) => {
+            let (spool, replayer) = spool(&config, dir, &db)?;
+            app = app.with_fallback(spool);
+            Some(replayer)
+        }
+        None => None,
+    };
     if let Some(session) =
         session_state(&config).context("Failed to set up the session endpoint")?
     {
@@ -55,17 +68,65 @@ async fn main() -> anyhow::Result<()> {
         .context("Failed to read the listening address")?;
     tracing::info!(%addr, database, grace = ?config.shutdown_grace, "Ingest listening");
 
+    let stopping = CancellationToken::new();
+    let replaying = replayer.map(|replayer| {
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            if let Err(error) = replayer.run(stopping.cancelled()).await {
+                tracing::error!(%error, "The spool failed; webhooks are no longer replayed until ingest restarts");
+            }
+        })
+    });
     let shutdown = async {
         let signal = stop.await;
         tracing::info!(signal = signal.name(), "Shutting down; draining requests");
     };
-    match ingest::run(listener, app, shutdown).await {
+    let drained = ingest::run(listener, app, shutdown).await;
+    // A record in the middle of its replay is not acknowledged: it is
+    // replayed after the restart, and its delivery id makes that a duplicate.
+    stopping.cancel();
+    if let Some(replaying) = replaying {
+        let _ = replaying.await;
+    }
+    match drained {
         Drain::Complete => tracing::info!("Drained; exiting"),
         Drain::DeadlineExceeded => {
             tracing::warn!(grace = ?config.shutdown_grace, "Grace period over; dropping open connections");
         }
     }
     Ok(())
+}
+
+/// Opens the spool in `dir` (recovering what a crash left) and builds the
+/// edge's fallback and the replayer that feeds the spool to `db`.
+fn spool(
+    config: &Config,
+    dir: &std::path::Path,
+    db: &Arc<Database>,
+) -> anyhow::Result<(Fallback, Replayer<DatabaseSink>)> {
+    let (spool, recovery) = Spool::open(&SpoolConfig::new(dir, config.spool_max_bytes))
+        .with_context(|| format!("Failed to open the spool in {}", dir.display()))?;
+    tracing::info!(
+        dir = %dir.display(),
+        max_bytes = config.spool_max_bytes,
+        waiting = recovery.entries,
+        truncated_bytes = recovery.truncated_bytes,
+        "Spool open"
+    );
+    let known = Arc::new(KnownTokens::default());
+    let replayer = Replayer::new(
+        spool.clone(),
+        DatabaseSink::new(Arc::clone(db), Arc::clone(&known)),
+    )
+    // Each retry is one cheap call: come back quickly once the database is.
+    .with_backoff(Backoff {
+        initial: Duration::from_millis(250),
+        max: Duration::from_secs(5),
+    });
+    let unverified = NonZeroU32::new(config.spool_unverified_per_minute)
+        .context("INGEST_SPOOL_UNVERIFIED_PER_MINUTE must be at least 1")?;
+    let fallback = Fallback::new(spool, known, unverified, replayer.counters());
+    Ok((fallback, replayer))
 }
 
 /// The direct pool when `DATABASE_URL` is set, else PostgREST.

@@ -5,9 +5,15 @@
 //! address as a label would leak secrets and let any caller grow the series
 //! without bound.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
+
+use crate::spool::{ReplayCounts, SpoolStats};
 
 /// Every metric ingest exports.
 #[derive(Debug, Clone)]
@@ -23,6 +29,25 @@ pub struct Metrics {
     /// Database path failures by path (`rest`, `pool`) and kind
     /// (`timeout`, `unreachable`, `status`, `decode`).
     pub upstream_errors: IntCounterVec,
+    /// Webhooks the spool refused (answered 503), by reason (`spool_full`,
+    /// `spool_limited`, `spool_failed`).
+    pub spool_refusals: IntCounterVec,
+    spool: SpoolMetrics,
+}
+
+/// The spool's figures, read from the spool at each scrape.
+#[derive(Debug, Clone)]
+struct SpoolMetrics {
+    entries: IntGauge,
+    bytes: IntGauge,
+    max_bytes: IntGauge,
+    oldest_age: Gauge,
+    appended: IntCounter,
+    full: IntCounter,
+    /// By outcome: `accepted`, `duplicate`, `rejected`, `transient_failure`.
+    replays: IntCounterVec,
+    /// Two scrapes at once must not both add the same increase.
+    sync: Arc<Mutex<()>>,
 }
 
 impl Metrics {
@@ -60,11 +85,62 @@ impl Metrics {
             &["path", "kind"],
         )
         .expect("valid metric");
+        let spool_refusals = IntCounterVec::new(
+            Opts::new(
+                "spool_refusals_total",
+                "Webhooks the spool refused (answered 503), by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let spool = SpoolMetrics {
+            entries: IntGauge::new("spool_entries", "Spooled webhooks waiting for replay.")
+                .expect("valid metric"),
+            bytes: IntGauge::new(
+                "spool_bytes",
+                "Bytes of spooled webhooks waiting for replay.",
+            )
+            .expect("valid metric"),
+            max_bytes: IntGauge::new("spool_max_bytes", "The cap on spool_bytes.")
+                .expect("valid metric"),
+            oldest_age: Gauge::new(
+                "spool_oldest_age_seconds",
+                "Age of the oldest spooled webhook; 0 when the spool is empty.",
+            )
+            .expect("valid metric"),
+            appended: IntCounter::new(
+                "spool_appends_total",
+                "Webhooks durably spooled since start.",
+            )
+            .expect("valid metric"),
+            full: IntCounter::new(
+                "spool_full_total",
+                "Appends refused because the spool was full, since start.",
+            )
+            .expect("valid metric"),
+            replays: IntCounterVec::new(
+                Opts::new(
+                    "spool_replays_total",
+                    "Replays of spooled webhooks, by outcome.",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            sync: Arc::default(),
+        };
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(in_flight.clone()),
             Box::new(upstream_errors.clone()),
+            Box::new(spool_refusals.clone()),
+            Box::new(spool.entries.clone()),
+            Box::new(spool.bytes.clone()),
+            Box::new(spool.max_bytes.clone()),
+            Box::new(spool.oldest_age.clone()),
+            Box::new(spool.appended.clone()),
+            Box::new(spool.full.clone()),
+            Box::new(spool.replays.clone()),
         ] {
             registry
                 .register(collector)
@@ -76,6 +152,34 @@ impl Metrics {
             latency,
             in_flight,
             upstream_errors,
+            spool_refusals,
+            spool,
+        }
+    }
+
+    /// Brings the spool's series up to date (before a scrape). Without a
+    /// spool they stay at 0.
+    pub fn observe_spool(&self, stats: &SpoolStats, replays: ReplayCounts, now: DateTime<Utc>) {
+        let spool = &self.spool;
+        let _one_at_a_time = spool.sync.lock().unwrap_or_else(PoisonError::into_inner);
+        spool.entries.set(saturate(stats.entries));
+        spool.bytes.set(saturate(stats.bytes));
+        spool.max_bytes.set(saturate(stats.max_bytes));
+        spool.oldest_age.set(
+            stats
+                .oldest_age(now)
+                .and_then(|age| age.to_std().ok())
+                .map_or(0.0, |age| age.as_secs_f64()),
+        );
+        catch_up(&spool.appended, stats.appended_total);
+        catch_up(&spool.full, stats.full_total);
+        for (outcome, total) in [
+            ("accepted", replays.accepted),
+            ("duplicate", replays.duplicate),
+            ("rejected", replays.rejected),
+            ("transient_failure", replays.transient_failures),
+        ] {
+            catch_up(&spool.replays.with_label_values(&[outcome]), total);
         }
     }
 
@@ -92,6 +196,15 @@ impl Metrics {
             .expect("encoding into a Vec cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
+}
+
+/// Raises `counter` to `total` (a count kept elsewhere, which only grows).
+fn catch_up(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+fn saturate(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl Default for Metrics {

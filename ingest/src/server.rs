@@ -18,6 +18,12 @@
 //! included → the answer. `/health/live` checks nothing else on purpose, so
 //! an orchestrator does not restart a healthy process because a dependency
 //! is down.
+//!
+//! With a spool configured ([`crate::fallback`]), a call that fails with an
+//! error a retry can fix, or any webhook arriving while older ones wait for
+//! replay, is appended to the spool and answered 202; `/health` and
+//! `/health/ready` then answer 200 with status `spooling` as long as the
+//! spool has room, and report its depth, size, oldest entry and replays.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,22 +38,20 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use service_runtime::http::{Drain, Limits, serve_with};
 use tokio::net::TcpListener;
 use tracing::Instrument as _;
 
-use crate::api::{Accepted, ApiError, Body, json};
-use crate::db::{Database, DbError, IngestCall, IngestOutcome, Rejection};
+use crate::api::{Accepted, ApiError, Body, Spooled, json};
+use crate::db::{Database, DbError, IngestOutcome, QueueStatus};
+use crate::delivery::{self, Delivery};
+use crate::fallback::Fallback;
 use crate::guard::{Guard, Probe};
 use crate::metrics::Metrics;
 use crate::session::{self, SessionState};
-use crate::signal::{ChartId, ParseError, Signal, WebhookToken};
-
-/// How much of a rejected, non-text body is passed on for the trader's
-/// delivery log (which keeps its first 500 characters).
-const REJECTED_EXCERPT_CHARS: usize = 1000;
+use crate::signal::WebhookToken;
+use crate::spool::SpooledWebhook;
 
 /// Request-level limits and the drain deadline.
 #[derive(Clone, Copy, Debug)]
@@ -62,25 +66,40 @@ pub struct Settings {
 /// Everything a request needs: the database path, the guard, the metrics.
 #[derive(Debug)]
 pub struct App {
-    db: Database,
+    db: Arc<Database>,
     guard: Guard,
     metrics: Metrics,
     settings: Settings,
     started: Instant,
     /// `PUT`/`DELETE /v1/tradingview-session`, when configured.
     session: Option<SessionState>,
+    /// The spool for when the database path is down, when configured.
+    fallback: Option<Fallback>,
 }
 
 impl App {
-    pub fn new(db: Database, guard: Guard, metrics: Metrics, settings: Settings) -> Self {
+    pub fn new(
+        db: impl Into<Arc<Database>>,
+        guard: Guard,
+        metrics: Metrics,
+        settings: Settings,
+    ) -> Self {
         Self {
-            db,
+            db: db.into(),
             guard,
             metrics,
             settings,
             started: Instant::now(),
             session: None,
+            fallback: None,
         }
+    }
+
+    /// Spools webhooks while the database path is down.
+    #[must_use]
+    pub fn with_fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = Some(fallback);
+        self
     }
 
     /// Serves the TradingView session endpoint with `session`.
@@ -231,7 +250,7 @@ impl App {
         async move {
             let result = self.webhook_inner(request, ip, token).await;
             match result {
-                Ok(accepted) => {
+                Ok(Answer::Stored(accepted)) => {
                     let outcome = if accepted.duplicate {
                         "duplicate"
                     } else {
@@ -239,6 +258,10 @@ impl App {
                     };
                     tracing::info!(outcome, signal_id = %accepted.signal_id, "Webhook accepted");
                     (outcome, json(StatusCode::OK, &accepted))
+                }
+                Ok(Answer::Spooled(spooled)) => {
+                    tracing::info!(delivery_id = %spooled.delivery_id, "Webhook spooled for replay");
+                    ("spooled", json(StatusCode::ACCEPTED, &spooled))
                 }
                 Err(error) => {
                     if !matches!(error, ApiError::Unavailable) {
@@ -261,7 +284,7 @@ impl App {
         request: Request<Incoming>,
         ip: IpAddr,
         token: Option<WebhookToken>,
-    ) -> Result<Accepted, ApiError> {
+    ) -> Result<Answer, ApiError> {
         if !self.guard.allows(ip) {
             return Err(ApiError::SourceNotAllowed);
         }
@@ -274,50 +297,101 @@ impl App {
             return Err(ApiError::UnknownToken);
         };
         let received_at = Utc::now();
-        let chart = chart_param(request.uri().query());
-        let body = self.read_body(request).await;
-
-        let (raw, parsed): (String, Result<Signal, (Rejection, String)>) = match body {
-            Err(BodyError::TooLarge) => (
-                String::new(),
-                Err((
-                    Rejection::BodyTooLarge,
-                    ApiError::BodyTooLarge {
-                        limit: self.settings.max_body_bytes,
-                    }
-                    .to_string(),
-                )),
-            ),
+        let chart = chart_value(request.uri().query());
+        let body = match self.read_body(request).await {
+            Ok(bytes) => Some(bytes),
+            Err(BodyError::TooLarge) => None,
             Err(BodyError::Timeout) => return Err(ApiError::RequestTimeout),
-            Ok(bytes) => match Signal::parse(&bytes) {
-                Ok(signal) => (String::new(), Ok(signal)),
-                Err(error) => (
-                    excerpt(&bytes),
-                    Err((rejection_of(&error), error.to_string())),
-                ),
-            },
         };
-        let (chart_id, parsed) = match chart {
-            Ok(chart_id) => (chart_id, parsed),
-            Err(message) => (None, Err((Rejection::InvalidBody, message))),
-        };
-        let call = IngestCall {
-            delivery_id: uuid::Uuid::now_v7(),
-            token: &token,
+        let delivery = Delivery::new(
+            uuid::Uuid::now_v7(),
+            token,
             received_at,
-            raw_message: match &parsed {
-                Ok(signal) => signal.raw_message(),
-                Err(_) => &raw,
+            chart.as_deref(),
+            body.as_deref().map_or(
+                delivery::Body::TooLarge {
+                    limit: self.settings.max_body_bytes,
+                },
+                delivery::Body::Read,
+            ),
+        );
+        // Behind older webhooks still waiting for replay: keep arrival order.
+        // If the spool cannot take this one (full, a stranger's limit, a
+        // failed disk), the database may still: order gives way to the alert.
+        let mut spool_refused = false;
+        if let (Some(fallback), Some(body)) = (&self.fallback, &body)
+            && fallback.is_replaying()
+        {
+            let spooled = self
+                .spool(
+                    fallback,
+                    &delivery,
+                    chart.clone(),
+                    body.clone(),
+                    ip,
+                    "trying the database",
+                )
+                .await;
+            match spooled {
+                Ok(answer) => return answer,
+                Err(()) => spool_refused = true,
+            }
+        }
+        match self.db.ingest(&delivery.call()).await {
+            Ok(outcome) => {
+                if let Some(fallback) = &self.fallback {
+                    fallback.learn(&delivery.token, &outcome);
+                }
+                self.answer(outcome, probe).map(Answer::Stored)
+            }
+            Err(error) => match (&self.fallback, body) {
+                (Some(fallback), Some(body)) if error.is_transient() && !spool_refused => {
+                    self.db_failed(&error, "spooling");
+                    self.spool(fallback, &delivery, chart, body, ip, "answered 503")
+                        .await
+                        .unwrap_or(Err(ApiError::Unavailable))
+                }
+                _ => {
+                    self.db_failed(&error, "answered 503");
+                    Err(ApiError::Unavailable)
+                }
             },
-            chart_id: chart_id.as_ref().map(ChartId::as_str),
-            body: parsed.as_ref().map_err(|(r, m)| (*r, m.clone())),
+        }
+    }
+
+    /// Appends the webhook to the spool. Once it is durable, the answer:
+    /// 202 for a signal, the edge's own refusal for a body that is none (the
+    /// replay logs it for the trader). `Err(())` when the spool refused it
+    /// (counted, and logged saying what happens `then`).
+    async fn spool(
+        &self,
+        fallback: &Fallback,
+        delivery: &Delivery,
+        chart: Option<String>,
+        body: Bytes,
+        ip: IpAddr,
+        then: &'static str,
+    ) -> Result<Result<Answer, ApiError>, ()> {
+        let webhook = SpooledWebhook {
+            delivery_id: delivery.id,
+            token: delivery.token.clone(),
+            chart,
+            body,
+            received_at: delivery.received_at,
+            client_ip: Some(ip),
         };
-        let outcome = self
-            .db
-            .ingest(&call)
-            .await
-            .map_err(|error| self.unavailable(&error))?;
-        self.answer(outcome, probe)
+        if let Err(refused) = fallback.spool(&webhook).await {
+            self.metrics
+                .spool_refusals
+                .with_label_values(&[refused.label()])
+                .inc();
+            tracing::warn!(reason = refused.label(), error = %refused, then, "Spool refused a webhook");
+            return Err(());
+        }
+        Ok(match delivery.refusal() {
+            Some(refusal) => Err(refusal),
+            None => Ok(Answer::Spooled(Spooled::new(delivery.id))),
+        })
     }
 
     /// Maps `ingest_signal`'s decision onto the HTTP answer.
@@ -368,8 +442,9 @@ impl App {
         }
     }
 
-    /// Logs a database failure once, counts it, and hides it.
-    fn unavailable(&self, error: &DbError) -> ApiError {
+    /// Logs a database failure once and counts it; `then` says what the
+    /// request got instead.
+    fn db_failed(&self, error: &DbError, then: &'static str) {
         let kind = match error {
             DbError::Timeout(_) => "timeout",
             DbError::Http(_) | DbError::Pool(_) => "unreachable",
@@ -380,8 +455,7 @@ impl App {
             .upstream_errors
             .with_label_values(&[self.db.kind(), kind])
             .inc();
-        tracing::error!(path = self.db.kind(), kind, error = %error_chain(error), "Database path failed; answered 503");
-        ApiError::Unavailable
+        tracing::error!(path = self.db.kind(), kind, then, error = %error_chain(error), "Database path failed");
     }
 
     async fn read_body(&self, request: Request<Incoming>) -> Result<Bytes, BodyError> {
@@ -407,53 +481,54 @@ impl App {
 
     async fn health(&self) -> Response<Body> {
         let uptime = self.started.elapsed().as_secs();
-        match self.db.queue_status().await {
-            Ok(queue) => json(
-                StatusCode::OK,
-                &json!({
-                    "status": "ok",
-                    "queue_length": queue.queue_length,
-                    "active_workers": queue.active_workers,
-                    "uptime": uptime,
-                    "database": self.db.kind(),
-                }),
-            ),
-            Err(error) => {
-                let _ = self.unavailable(&error);
-                json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({
-                        "status": "unavailable",
-                        "queue_length": null,
-                        "active_workers": null,
-                        "uptime": uptime,
-                        "database": self.db.kind(),
-                    }),
-                )
-            }
+        let (status, queue) = self.database_status().await;
+        let mut body = json!({
+            "status": status.label(),
+            "queue_length": queue.as_ref().map(|q| q.queue_length),
+            "active_workers": queue.as_ref().map(|q| q.active_workers),
+            "uptime": uptime,
+            "database": self.db.kind(),
+        });
+        if let Some(fallback) = &self.fallback {
+            body["spool"] = spool_report(fallback);
         }
+        json(status.http(), &body)
     }
 
     async fn ready(&self) -> Response<Body> {
-        #[derive(Serialize)]
-        struct Ready {
-            status: &'static str,
-        }
+        let (status, _) = self.database_status().await;
+        json(status.http(), &json!({ "status": status.ready_label() }))
+    }
+
+    /// Whether the database path answers and, if not, whether webhooks can
+    /// still be spooled.
+    async fn database_status(&self) -> (Status, Option<QueueStatus>) {
         match self.db.queue_status().await {
-            Ok(_) => json(StatusCode::OK, &Ready { status: "ready" }),
+            Ok(queue) => (Status::Ok, Some(queue)),
             Err(error) => {
-                let _ = self.unavailable(&error);
-                json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &Ready {
-                        status: "unavailable",
-                    },
-                )
+                let spooling = self.fallback.as_ref().is_some_and(|fallback| {
+                    let stats = fallback.stats();
+                    stats.bytes < stats.max_bytes
+                });
+                self.db_failed(&error, "health check");
+                let status = if spooling {
+                    Status::Spooling
+                } else {
+                    Status::Unavailable
+                };
+                (status, None)
             }
         }
     }
 
     fn render_metrics(&self) -> Response<Body> {
+        if let Some(fallback) = &self.fallback {
+            self.metrics.observe_spool(
+                &fallback.stats(),
+                fallback.replays().snapshot(),
+                Utc::now(),
+            );
+        }
         let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
         response.headers_mut().insert(
             CONTENT_TYPE,
@@ -468,41 +543,74 @@ enum BodyError {
     Timeout,
 }
 
-fn rejection_of(error: &ParseError) -> Rejection {
-    match error {
-        ParseError::NoTicker => Rejection::NoTicker,
-        ParseError::NotUtf8(_) | ParseError::NulByte { .. } | ParseError::Empty => {
-            Rejection::InvalidBody
+/// A webhook's good answer.
+enum Answer {
+    /// 200: stored (or recognised as a retry of a stored one).
+    Stored(Accepted),
+    /// 202: durably spooled, stored when the database is back.
+    Spooled(Spooled),
+}
+
+/// What `/health` and `/health/ready` report.
+#[derive(Clone, Copy)]
+enum Status {
+    Ok,
+    /// The database path is down; webhooks are spooled.
+    Spooling,
+    Unavailable,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Spooling => "spooling",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    fn ready_label(self) -> &'static str {
+        match self {
+            Self::Ok => "ready",
+            other => other.label(),
+        }
+    }
+
+    fn http(self) -> StatusCode {
+        match self {
+            Self::Ok | Self::Spooling => StatusCode::OK,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
 
-/// `?chart=` as a chart id: `Ok(None)` when absent, `Err(message)` when
-/// present but not a chart id.
-fn chart_param(query: Option<&str>) -> Result<Option<ChartId>, String> {
-    let Some(value) = query.and_then(|q| {
+/// The spool's part of `/health`.
+fn spool_report(fallback: &Fallback) -> Value {
+    let stats = fallback.stats();
+    let replays = fallback.replays().snapshot();
+    json!({
+        "entries": stats.entries,
+        "bytes": stats.bytes,
+        "max_bytes": stats.max_bytes,
+        "oldest_age_seconds": stats
+            .oldest_age(Utc::now())
+            .map(|age| age.num_milliseconds().max(0) / 1000),
+        "replayed": {
+            "accepted": replays.accepted,
+            "duplicate": replays.duplicate,
+            "rejected": replays.rejected,
+            "transient_failures": replays.transient_failures,
+        },
+    })
+}
+
+/// The raw `?chart=` value, if any (checked by [`Delivery::new`]).
+fn chart_value(query: Option<&str>) -> Option<String> {
+    query.and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(key, _)| key == "chart")
             .map(|(_, value)| value.into_owned())
-    }) else {
-        return Ok(None);
-    };
-    if value.is_empty() {
-        return Ok(None);
-    }
-    ChartId::parse(&value)
-        .map(Some)
-        .map_err(|error| format!("?chart= is not a TradingView chart id: {error}"))
-}
-
-/// A rejected body as text for the delivery log: lossy UTF-8, NULs (which
-/// Postgres text cannot hold) replaced, cut short.
-fn excerpt(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .take(REJECTED_EXCERPT_CHARS)
-        .map(|c| if c == '\0' { '\u{fffd}' } else { c })
-        .collect()
+    })
 }
 
 /// An error and its sources on one line, for the single log line a 503 gets.
@@ -532,21 +640,13 @@ mod tests {
     }
 
     #[test]
-    fn the_chart_parameter_is_a_chart_id_or_an_error() {
-        assert_eq!(chart_param(None), Ok(None));
-        assert_eq!(chart_param(Some("x=1")), Ok(None));
-        assert_eq!(chart_param(Some("chart=")), Ok(None));
+    fn the_chart_value_is_read_from_the_query() {
+        assert_eq!(chart_value(None), None);
+        assert_eq!(chart_value(Some("x=1")), None);
         assert_eq!(
-            chart_param(Some("chart=aBcD1234")).map(|c| c.map(|c| c.as_str().to_owned())),
-            Ok(Some("aBcD1234".to_owned()))
+            chart_value(Some("a=b&chart=aBcD1234")).as_deref(),
+            Some("aBcD1234")
         );
-        assert!(chart_param(Some("chart=../../etc")).is_err());
-    }
-
-    #[test]
-    fn excerpts_hold_no_nul_and_stay_short() {
-        let text = excerpt(b"a\0b\xff");
-        assert_eq!(text, "a\u{fffd}b\u{fffd}");
-        assert_eq!(excerpt(&[b'x'; 5000]).len(), REJECTED_EXCERPT_CHARS);
+        assert_eq!(chart_value(Some("chart=a%2Fb")).as_deref(), Some("a/b"));
     }
 }

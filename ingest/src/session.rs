@@ -39,6 +39,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::json;
+use service_runtime::secret::supabase_service_headers;
 use tokio::sync::RwLock;
 use url::Url;
 use uuid::Uuid;
@@ -259,7 +260,6 @@ impl SessionState {
             "{}/rest/v1/user_config?user_id=eq.{user_id}",
             self.config.supabase_url.as_str().trim_end_matches('/')
         );
-        let key = self.config.service_key.expose_secret();
         let body = match sealed {
             Some(bytes) => {
                 let hex = bytes.iter().fold(String::new(), |mut hex, b| {
@@ -274,12 +274,11 @@ impl SessionState {
         let mut request = self
             .http
             .patch(url)
-            .header("apikey", key)
             .header("content-type", "application/json")
             .header("prefer", "return=representation")
             .body(body.to_string());
-        if key.starts_with("eyJ") {
-            request = request.bearer_auth(key);
+        for (name, value) in supabase_service_headers(&self.config.service_key) {
+            request = request.header(name, value);
         }
         let response = request.send().await.map_err(SessionError::Store)?;
         if !response.status().is_success() {

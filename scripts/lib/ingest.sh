@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # The webhook service in the local stack (sourced by scripts/dev after stack.sh): built from this
 # checkout and run in the background against the gateway's PostgREST with the service-role key, the
-# path a hosted Supabase project uses (DATABASE_URL is left out on purpose).
+# path a hosted Supabase project uses (DATABASE_URL is left out on purpose), with its spool in
+# STACK_DIR/ingest-spool, so alerts sent while PostgREST or Postgres is down are answered 202 and
+# stored when it is back.
 #
 # Settings (environment): INGEST_PORT (default GATEWAY_PORT + 2).
 
@@ -30,6 +32,7 @@ ingest_start() {
     set +a
     unset DATABASE_URL
     export INGEST_LISTEN="127.0.0.1:$INGEST_PORT"
+    export INGEST_SPOOL_DIR="$STACK_DIR/ingest-spool"
     nohup "$INGEST_BIN" >>"$INGEST_LOG" 2>&1 &
     echo $! >"$INGEST_PID"
   )
