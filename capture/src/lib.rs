@@ -13,6 +13,8 @@
 //! - [`render`]: one Chromium per daemon, one fresh browser context per
 //!   capture; the trader's chart with their session, or
 //! - [`fallback`]: the built-in chart of the trader's signal history.
+//! - [`chromium`]: Chromium started so that it dies with the daemon, and
+//!   each capture's browser context disposed of when it ends.
 //! - [`storage`]: Supabase Storage over REST, or a directory.
 //! - [`metrics`] and [`health`]: `GET /health`, `/health/live`, `/metrics`.
 //! - [`daemon`]: [`daemon::run`] ties them together and stops them in order.
@@ -29,6 +31,7 @@
 //! [`queue`]; the signal row's status change reaches the dashboard through
 //! Supabase Realtime.
 
+pub mod chromium;
 pub mod config;
 pub mod daemon;
 pub mod fallback;

@@ -14,19 +14,21 @@
 //! chart is drawn). No fixed sleeps. Then a PNG of the viewport.
 //!
 //! `headless_chrome` is a blocking API; callers run [`Chrome::capture`] on
-//! the blocking pool.
+//! the blocking pool. How Chromium is started (so that it dies with the
+//! daemon) and how a context is disposed of live in [`crate::chromium`].
 
-use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cookie_seal::TradingViewSession;
+use headless_chrome::Browser;
 use headless_chrome::protocol::cdp::{Emulation, Network, Page};
-use headless_chrome::{Browser, LaunchOptions};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+
+use crate::chromium::{self, Launcher};
 
 /// The flags Chromium needs here (root, no network beyond the page, no GPU).
 pub const CHROMIUM_FLAGS: &[&str] = &[
@@ -123,6 +125,7 @@ struct Running {
 /// The daemon's Chromium.
 pub struct Chrome {
     settings: RenderSettings,
+    launcher: Launcher,
     running: Mutex<Option<Running>>,
 }
 
@@ -143,11 +146,15 @@ fn process_alive(pid: u32) -> bool {
 }
 
 impl Chrome {
-    pub fn new(settings: RenderSettings) -> Arc<Self> {
-        Arc::new(Self {
+    /// # Errors
+    ///
+    /// The launcher thread or its wrapper script could not be created.
+    pub fn new(settings: RenderSettings) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            launcher: Launcher::start(settings.chromium.clone())?,
             settings,
             running: Mutex::new(None),
-        })
+        }))
     }
 
     /// Chromium's process id, if it runs (for tests and memory figures).
@@ -163,24 +170,35 @@ impl Chrome {
             .and_then(|r| r.browser.get_process_id())
     }
 
+    /// The browser contexts the running Chromium holds besides its default
+    /// one: none between captures, since each is disposed of when its
+    /// capture ends (for tests and diagnostics).
+    ///
+    /// # Errors
+    ///
+    /// Chromium is not running or did not answer.
+    ///
+    /// # Panics
+    ///
+    /// If a capture thread panicked while holding the browser lock.
+    pub fn open_contexts(&self) -> Result<Vec<String>, RenderError> {
+        let browser = self
+            .running
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|r| r.browser.clone())
+            .ok_or_else(|| RenderError::Browser("Chromium is not running".into()))?;
+        chromium::browser_contexts(&browser).map_err(RenderError::Browser)
+    }
+
     /// Starts Chromium now instead of on the first capture.
     pub fn warm_up(&self) -> Result<(), RenderError> {
         self.browser().map(drop)
     }
 
     fn launch(&self) -> Result<Browser, RenderError> {
-        let args: Vec<&OsStr> = CHROMIUM_FLAGS.iter().map(OsStr::new).collect();
-        let options = LaunchOptions::default_builder()
-            .path(Some(self.settings.chromium.clone()))
-            .headless(true)
-            .sandbox(false)
-            .args(args)
-            // The transport gives up on a browser idle this long; the daemon
-            // may wait hours for an alert.
-            .idle_browser_timeout(Duration::from_hours(365 * 24))
-            .build()
-            .map_err(browser_error)?;
-        let browser = Browser::new(options).map_err(browser_error)?;
+        let browser = self.launcher.launch().map_err(RenderError::Browser)?;
         tracing::info!(pid = browser.get_process_id(), "Chromium started");
         Ok(browser)
     }
@@ -234,14 +252,16 @@ impl Chrome {
 
     fn capture_in(&self, browser: &Browser, request: &Request) -> Result<Vec<u8>, RenderError> {
         let context = browser.new_context().map_err(browser_error)?;
-        let tab = context.new_tab().map_err(browser_error)?;
-        let result = self.shoot(&tab, request);
-        // Closing the page drops it; the context's cookie jar is never used
-        // again. headless_chrome exposes no browser-level
-        // Target.disposeBrowserContext (a page session is "Not allowed" to
-        // send it), so empty contexts are freed when Chromium is recycled
-        // (CAPTURE_BROWSER_RECYCLE_AFTER).
-        let _ = tab.close(false);
+        let result = context
+            .new_tab()
+            .map_err(browser_error)
+            .and_then(|tab| self.shoot(&tab, request));
+        // Its page, cookie jar and cache go with it. A failure here costs
+        // memory until the next relaunch, never another trader's privacy:
+        // the context is never used again.
+        if let Err(error) = chromium::dispose_context(browser, context.get_id()) {
+            tracing::warn!(%error, "Could not dispose of a browser context");
+        }
         result
     }
 

@@ -132,6 +132,11 @@ async fn session_chart_and_fallback_chart_end_as_real_pngs() {
         metrics.contains(r#"capture_outcomes_total{outcome="completed",reason="fallback"} 3"#),
         "{metrics}"
     );
+    assert_eq!(
+        worker.chrome.open_contexts().unwrap(),
+        Vec::<String>::new(),
+        "every capture's browser context was disposed of, not left in Chromium"
+    );
     test_db.drop_db().await;
 }
 

@@ -78,6 +78,24 @@ fn children(pid: u32) -> Vec<u32> {
     found
 }
 
+/// Every process below `pid`: Chromium and its renderers under the daemon.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = children(pid);
+    let mut i = 0;
+    while i < found.len() {
+        found.extend(children(found[i]));
+        i += 1;
+    }
+    found
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
+}
+
 fn kill(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .arg(signal)
@@ -261,12 +279,17 @@ async fn after_kill_9_a_second_daemon_completes_the_job_once_the_lease_expires()
         async || !charts.seen.lock().unwrap().is_empty(),
     )
     .await;
-    let orphans = children(first.id());
+    let chromium = descendants(first.id());
+    assert!(!chromium.is_empty(), "Chromium runs under the daemon");
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
-    for pid in orphans {
-        kill(pid, "-9");
-    }
+    // No orphaned browser holding hundreds of megabytes.
+    wait_for(
+        "Chromium to die with its daemon",
+        Duration::from_secs(10),
+        async || chromium.iter().all(|pid| !alive(*pid)),
+    )
+    .await;
     assert_eq!(row(&db, signal).await.status, "processing");
 
     let killed_at = Instant::now();

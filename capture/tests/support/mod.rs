@@ -353,7 +353,7 @@ pub fn worker(test_db: &TestDb, charts: &ChartServer, knobs: Knobs) -> Arc<Worke
         .unwrap();
     Arc::new(Worker {
         queue: Queue::new(pool),
-        chrome: Chrome::new(render_settings(knobs.job_timeout)),
+        chrome: Chrome::new(render_settings(knobs.job_timeout)).expect("the Chromium launcher"),
         storage: knobs.storage,
         keys: Some(Arc::new(keyring())),
         metrics: Metrics::new(),
