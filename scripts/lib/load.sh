@@ -1,0 +1,219 @@
+# shellcheck shell=bash
+# A bounded webhook load against a running stack, and the reconciliation of what it sent with what
+# the database holds: shared by scripts/chaos (scripts/lib/chaos.sh) and `scripts/bench soak`.
+# Needs scripts/lib/common.sh, stack.sh, ingest.sh and capture.sh, and a configured stack
+# (stack_config, or scripts/test's configure_test_stack).
+#
+# The load is the `webhook-load` binary of the stack-tests crate (tests/src/bin/webhook-load.rs):
+# open loop, several traders, TradingView's retries, one line per webhook with a unique marker
+# (`"chaos_id":"<label>-<n>"` in the JSON alert, kept in public.signals.raw_message). Traders are on
+# a plan of their own without quota or rate limit, so every refusal is the system's, not a rule's.
+# Captures hit nothing but 127.0.0.1: these traders have no TradingView session, so the daemon
+# renders its built-in chart from a data: URL, and the chart URL template points at a closed local
+# port anyway.
+
+LOAD_TRADERS="${LOAD_TRADERS:-6}"
+LOAD_PLAN=loadtest
+LOAD_EMAIL_DOMAIN=load.local
+
+load_config() {
+  ingest_config
+  capture_config
+  LOAD_WORK="$STACK_DIR/load"
+  LOAD_TOKENS="$LOAD_WORK/tokens"
+  LOAD_BIN="$REPO_ROOT/target/debug/webhook-load"
+  # What the daemons get on top of stack.env (ingest_start and capture_start keep the caller's
+  # environment). The spool directory is harmless to an ingest that has no spool yet.
+  export INGEST_SPOOL_DIR="$STACK_DIR/spool"
+  export CAPTURE_CHART_URL_TEMPLATE="http://127.0.0.1:9/chart/{chart_id}/?symbol={symbol}"
+  export CAPTURE_JOB_TIMEOUT="${CAPTURE_JOB_TIMEOUT:-15s}"
+  export CAPTURE_LEASE="${CAPTURE_LEASE:-20s}"
+  export CAPTURE_POLL_INTERVAL="${CAPTURE_POLL_INTERVAL:-2s}"
+  export LOG_FORMAT=json
+}
+
+# The two daemons and the load generator, debug builds (what scripts/dev runs). One package per
+# cargo call, as ingest_start and capture_start build them: building them together unifies their
+# dependencies' features differently, and every later restart would relink.
+load_build() {
+  info "building ingest, capture and webhook-load (cargo build, debug)"
+  (cd "$REPO_ROOT" && cargo build -q -p ingest && cargo build -q -p capture &&
+    cargo build -q -p stack-tests --bin webhook-load) || die "cargo build failed"
+}
+
+# A plan without limits and traders on it; their tokens, one per line, in a file:
+# load_traders [count (LOAD_TRADERS)] [e-mail domain (LOAD_EMAIL_DOMAIN)] [file (LOAD_TOKENS)].
+load_traders() {
+  local count="${1:-$LOAD_TRADERS}" domain="${2:-$LOAD_EMAIL_DOMAIN}" file="${3:-$LOAD_TOKENS}"
+  mkdir -p "$LOAD_WORK"
+  psql_as "$(database_url)" -v traders="$count" -v plan="$LOAD_PLAN" -v domain="$domain" <<'SQL' >/dev/null
+insert into public.plans (id, name, monthly_signal_quota, capture_priority, rate_limit_per_minute, screenshot_retention_days)
+values (:'plan', 'Load test', 2000000000, 2, 2000000000, 1) on conflict (id) do nothing;
+insert into auth.users (id, aud, role, email, raw_app_meta_data, raw_user_meta_data)
+select gen_random_uuid(), 'authenticated', 'authenticated', 'trader' || n || '@' || :'domain', '{}', '{}'
+  from generate_series(1, :traders) n
+ where not exists (select from auth.users u where u.email = 'trader' || n || '@' || :'domain');
+update public.user_config c set plan = :'plan'
+  from auth.users u where u.id = c.user_id and u.email like '%@' || :'domain';
+SQL
+  psql_as "$(database_url)" -At -v domain="$domain" <<'SQL' >"$file"
+select c.webhook_token from public.user_config c join auth.users u on u.id = c.user_id
+ where u.email like '%@' || :'domain' order by u.email
+SQL
+  [[ "$(wc -l <"$file")" -ge 1 ]] || die "no load-test traders were created"
+}
+
+# Starts ingest and the capture daemon on the configured stack (no-ops when they run).
+load_start_services() {
+  ingest_write_env
+  capture_write_env
+  ingest_start >/dev/null
+  capture_start >/dev/null
+}
+
+load_stop_services() {
+  capture_stop >/dev/null
+  ingest_stop >/dev/null
+}
+
+# Removes what the load left in the stack directory (before stack_down, which removes the rest).
+load_clean() {
+  rm -rf "$LOAD_WORK" "$INGEST_SPOOL_DIR" "$SCREENSHOT_DIR"
+}
+
+# Starts the load in the background: load_start LABEL RATE SECONDS [extra webhook-load flags]
+# (a later --tokens wins over LOAD_TOKENS). Sets LOAD_PID and LOAD_OUT.
+load_start() {
+  local label="$1" rate="$2" seconds="$3"
+  shift 3
+  LOAD_OUT="$LOAD_WORK/$label.tsv"
+  "$LOAD_BIN" --url "$INGEST_URL" --tokens "$LOAD_TOKENS" --rate "$rate" --duration "${seconds}s" \
+    --label "$label" --out "$LOAD_OUT" "$@" 2>"$LOAD_WORK/$label.summary" &
+  LOAD_PID=$!
+}
+
+load_wait() {
+  wait "$LOAD_PID" || die "webhook-load failed: $(cat "$LOAD_WORK/$(basename "$LOAD_OUT" .tsv).summary")"
+}
+
+# ingest's /health; prints the spool's entry count, or nothing when ingest reports no spool.
+load_spool_entries() {
+  curl -s --max-time 2 "$INGEST_URL/health" | grep -o '"spool":{[^}]*}' | grep -o '"entries":[0-9]*' | cut -d: -f2
+}
+
+# Waits (at most $1 s) until ingest reports an empty spool, if it reports a spool at all.
+load_wait_spool_empty() {
+  local limit="$1" entries i
+  for ((i = 0; i < limit * 2; i++)); do
+    entries="$(load_spool_entries || true)"
+    [[ -z "$entries" || "$entries" == 0 ]] && return 0
+    sleep 0.5
+  done
+  warn "ingest still reports $entries spooled webhooks after $limit s"
+}
+
+# Signals of one load run that still wait for their capture (pending or processing).
+load_open_captures() {
+  psql_as "$(database_url)" -At -v label="$1" <<'SQL'
+select count(*) from public.signals
+ where raw_message like '%"chaos_id":"' || :'label' || '-%'
+   and screenshot_status in ('pending', 'processing')
+SQL
+}
+
+# Waits until every signal of the run has a final screenshot status, giving up once the number of
+# open ones has not moved for $2 s (longer than a lease plus the whole retry schedule, so a job
+# whose daemon died has had its chance) or after $3 s in all. What is still open then is stuck.
+load_wait_captures() {
+  local label="$1" idle_limit="$2" total_limit="$3" open last="" since started
+  started="$(date +%s)"
+  since="$started"
+  while :; do
+    open="$(load_open_captures "$label")"
+    [[ "$open" == 0 ]] && return 0
+    if [[ "$open" != "$last" ]]; then
+      last="$open"
+      since="$(date +%s)"
+    fi
+    (($(date +%s) - since >= idle_limit)) && return 0
+    (($(date +%s) - started >= total_limit)) && return 0
+    sleep 1
+  done
+}
+
+# Reconciles one run: prints one line of '|'-separated figures,
+#   sent|answers_2xx|answers_5xx|no_answer|given_up|spooled|stored|duplicates|lost|
+#   completed|failed|failed_without_reason|skipped|stuck|stored_without_2xx
+# where lost = webhooks answered 2xx whose marker is not stored (or not under the signal id the
+# answer named), duplicates = markers stored more than once, stuck = signals still pending or
+# processing (or whose job is still queued or running).
+load_reconcile() {
+  local label="$1" file="$2"
+  psql_as "$(database_url)" -At -F '|' -v label="$label" <<SQL
+create temp table sent (marker text primary key, sent_at_ms bigint, final text, attempts int,
+                        answers text, latency_ms numeric, signal_id text, spooled int);
+\\copy sent from '$file'
+create temp table stored as
+select substring(s.raw_message from '"chaos_id":"([^"]+)"') as marker, s.id, s.screenshot_status,
+       s.screenshot_error, j.state as job_state
+  from public.signals s left join private.capture_jobs j on j.signal_id = s.id
+ where s.raw_message like '%"chaos_id":"' || :'label' || '-%';
+with answered as (
+  select marker, signal_id, spooled,
+         (select count(*) from regexp_split_to_table(answers, ',') a where a ~ '^2') as n2xx,
+         (select count(*) from regexp_split_to_table(answers, ',') a where a ~ '^5') as n5xx,
+         (select count(*) from regexp_split_to_table(answers, ',') a where a = 'none') as nnone,
+         final
+    from sent
+)
+select (select count(*) from sent),
+       (select sum(n2xx) from answered),
+       (select sum(n5xx) from answered),
+       (select sum(nnone) from answered),
+       (select count(*) from answered where final = 'none' or final ~ '^5' and final <> '504'),
+       (select count(*) from answered where spooled = 1),
+       (select count(distinct marker) from stored),
+       (select count(*) from (select marker from stored group by marker having count(*) > 1) d),
+       (select count(*) from answered a
+         where a.n2xx > 0
+           and not exists (select from stored s
+                            where s.marker = a.marker and (a.signal_id = '-' or s.id::text = a.signal_id))),
+       (select count(*) from stored where screenshot_status = 'completed'),
+       (select count(*) from stored where screenshot_status = 'failed'),
+       (select count(*) from stored where screenshot_status in ('failed', 'skipped')
+                                      and coalesce(screenshot_error, '') = ''),
+       (select count(*) from stored where screenshot_status = 'skipped'),
+       (select count(*) from stored where screenshot_status in ('pending', 'processing')
+                                       or job_state in ('queued', 'running')),
+       (select count(*) from stored s where not exists (select from answered a where a.marker = s.marker and a.n2xx > 0));
+SQL
+}
+
+# --- process memory ----------------------------------------------------------------------------
+
+# A process and all its descendants, one pid a line.
+process_tree() {
+  local pids=("$1") i=0 children=()
+  while [[ $i -lt ${#pids[@]} ]]; do
+    read -ra children <<<"$(cat /proc/"${pids[$i]}"/task/*/children 2>/dev/null | tr '\n' ' ')"
+    pids+=("${children[@]}")
+    i=$((i + 1))
+  done
+  printf '%s\n' "${pids[@]}"
+}
+
+# Proportional set size (kB) of the given pids together (a shared page counts once, split between
+# the processes sharing it, so the sum over a process tree is what the tree costs).
+pss_kb() {
+  local total=0 pid kb
+  for pid in "$@"; do
+    kb="$(awk '/^Pss:/ { print $2 }' /proc/"$pid"/smaps_rollup 2>/dev/null || true)"
+    total=$((total + ${kb:-0}))
+  done
+  printf '%s\n' "$total"
+}
+
+# Resident set size (kB) of one process.
+rss_kb() {
+  awk '/^VmRSS:/ { print $2 }' /proc/"$1"/status 2>/dev/null || printf '0\n'
+}
