@@ -15,6 +15,8 @@
 //! - [`fallback`]: the built-in chart of the trader's signal history.
 //! - [`chromium`]: Chromium started so that it dies with the daemon, and
 //!   each capture's browser context disposed of when it ends.
+//! - [`cdp`]: the daemon's own `DevTools` client (one websocket, flattened
+//!   page sessions, a deadline per command).
 //! - [`storage`]: Supabase Storage over REST, or a directory.
 //! - [`metrics`] and [`health`]: `GET /health`, `/health/live`, `/metrics`.
 //! - [`daemon`]: [`daemon::run`] ties them together and stops them in order.
@@ -31,6 +33,7 @@
 //! [`queue`]; the signal row's status change reaches the dashboard through
 //! Supabase Realtime.
 
+pub mod cdp;
 pub mod chromium;
 pub mod config;
 pub mod daemon;
