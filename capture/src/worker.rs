@@ -101,6 +101,7 @@ impl Failure {
         match self {
             Self::Render(RenderError::SessionExpired) => "session_expired",
             Self::Render(RenderError::NotReady(_)) => "not_ready",
+            Self::Render(RenderError::Unreachable(_)) => "unreachable",
             Self::Render(RenderError::Browser(_)) | Self::Panicked => "browser",
             Self::Render(RenderError::Cancelled) => "cancelled",
             Self::Storage(_) => "storage",
@@ -123,6 +124,9 @@ impl Failure {
                 "The chart did not finish loading within {} s.",
                 limit.as_secs()
             ),
+            Self::Render(RenderError::Unreachable(error)) => {
+                format!("The chart page could not be loaded ({error}).")
+            }
             Self::Render(RenderError::Browser(_) | RenderError::Cancelled) | Self::Panicked => {
                 "The screenshot browser failed while rendering the chart.".into()
             }
