@@ -200,6 +200,16 @@ impl std::fmt::Debug for Chrome {
     }
 }
 
+impl Drop for Chrome {
+    fn drop(&mut self) {
+        // Stop Chromium here rather than whenever the housekeeping thread
+        // lets go of it (the process may exit first): headless_chrome kills
+        // it and removes its temporary profile when the last handle goes.
+        let running = self.shared.running().take();
+        drop(running);
+    }
+}
+
 fn process_alive(pid: u32) -> bool {
     // A killed child stays a zombie until reaped: check the state too.
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -384,8 +394,9 @@ impl Chrome {
 
     /// Renders `request` to PNG bytes. Blocking.
     pub fn capture(&self, request: &Request) -> Result<Vec<u8>, RenderError> {
-        let deadline = Instant::now() + self.shared.settings.page_timeout;
         let (instance, spare) = self.running(true)?;
+        // After a (re)launch: Chromium's start is not the page's time.
+        let deadline = Instant::now() + self.shared.settings.page_timeout;
         // Replace the spare just taken while this capture renders.
         let _ = self.chores.send(Chore::Refill);
         let page = match spare {
