@@ -334,6 +334,19 @@ async fn after_kill_9_a_second_daemon_completes_the_job_once_the_lease_expires()
     test_db.drop_db().await;
 }
 
+/// A daemon that is killed when the test ends, also when it fails half-way
+/// (else it would keep running, with its Chromium, after the test).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().is_ok_and(|status| status.is_none()) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_job_arriving_beside_a_running_one_starts_at_once_and_logs_keep_cookies_out() {
     let test_db = TestDb::create(&stack()).await;
@@ -358,7 +371,7 @@ async fn a_job_arriving_beside_a_running_one_starts_at_once_and_logs_keep_cookie
         &[],
     );
     command.stderr(std::fs::File::create(&log).unwrap());
-    let mut child = command.spawn().expect("the capture binary starts");
+    let mut child = KillOnDrop(command.spawn().expect("the capture binary starts"));
 
     let status = async |signal| row(&db, signal).await.status;
     wait_for(
@@ -395,8 +408,8 @@ async fn a_job_arriving_beside_a_running_one_starts_at_once_and_logs_keep_cookie
     })
     .await;
 
-    kill(child.id(), "-TERM");
-    assert!(child.wait().unwrap().success());
+    kill(child.0.id(), "-TERM");
+    assert!(child.0.wait().unwrap().success());
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("Capture completed"), "{logged}");
     for secret in [&tv.sessionid, &tv.sessionid_sign] {
