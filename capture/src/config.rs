@@ -102,6 +102,14 @@ pub struct Config {
     #[arg(long, env = "CHROMIUM_PATH", default_value = "/usr/bin/chromium")]
     pub chromium: PathBuf,
 
+    /// Pages kept ready in fresh, never-used browser contexts, so a capture
+    /// starts on a ready tab instead of waiting for one (each spare costs
+    /// Chromium a few MB). Each serves one capture and is then disposed of;
+    /// 0 creates every page when its capture starts.
+    #[arg(long, env = "CAPTURE_PREWARM", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(0..=16))]
+    pub prewarm: u16,
+
     /// Relaunch Chromium after this many captures.
     #[arg(long, env = "CAPTURE_BROWSER_RECYCLE_AFTER", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -283,6 +291,7 @@ mod tests {
         assert_eq!(config.health_listen.port(), 8081);
         assert_eq!(config.shutdown_grace.as_secs(), 10);
         assert_eq!(config.job_timeout.as_secs(), 30);
+        assert_eq!(config.prewarm, 1);
         assert!(config.lease > config.job_timeout);
         assert!(!format!("{config:?}").contains(":secret@"));
     }

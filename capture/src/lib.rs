@@ -11,10 +11,12 @@
 //! - [`worker`]: the queue loop (claim while slots are free, sleep until a
 //!   wake-up, a finished job or the poll interval) and the life of one job.
 //! - [`render`]: one Chromium per daemon, one fresh browser context per
-//!   capture; the trader's chart with their session, or
+//!   capture (pre-warmed spares, so a job starts on a ready tab); the
+//!   trader's chart with their session, or
 //! - [`fallback`]: the built-in chart of the trader's signal history.
-//! - [`chromium`]: Chromium started so that it dies with the daemon, and
-//!   each capture's browser context disposed of when it ends.
+//! - [`chromium`]: Chromium started so that it dies with the daemon.
+//! - [`cdp`]: the daemon's own `DevTools` client (one websocket, flattened
+//!   page sessions, a deadline per command) that [`render`] drives it with.
 //! - [`storage`]: Supabase Storage over REST, or a directory.
 //! - [`metrics`] and [`health`]: `GET /health`, `/health/live`, `/metrics`.
 //! - [`daemon`]: [`daemon::run`] ties them together and stops them in order.
@@ -31,6 +33,7 @@
 //! [`queue`]; the signal row's status change reaches the dashboard through
 //! Supabase Realtime.
 
+pub mod cdp;
 pub mod chromium;
 pub mod config;
 pub mod daemon;

@@ -19,6 +19,9 @@ use service_runtime::{cli, shutdown, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The log filter default for `headless_chrome` (see `.env.example`).
+const QUIET_HEADLESS_CHROME: &str = "headless_chrome=error";
+
 fn pool(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
     let pg: tokio_postgres::Config = config
         .database_url
@@ -53,6 +56,7 @@ fn build_worker(
     let chrome = Chrome::new(RenderSettings {
         chromium: config.chromium.clone(),
         recycle_after: config.browser_recycle_after,
+        prewarm: usize::from(config.prewarm),
         ready_check: config.ready_check.clone(),
         login_check: config.login_check.clone(),
         hide_css: config.hide_css.clone(),
@@ -89,7 +93,11 @@ fn build_worker(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: Config = cli::parse();
-    telemetry::init(config.log_format).context("Failed to initialise logging")?;
+    // headless_chrome attaches to every tab Chromium opens (ours included)
+    // and logs at info and warn as it does: only its errors, unless RUST_LOG
+    // names it.
+    telemetry::init_with_defaults(config.log_format, &[QUIET_HEADLESS_CHROME])
+        .context("Failed to initialise logging")?;
     config
         .validate()
         .map_err(anyhow::Error::msg)

@@ -7,28 +7,39 @@
 //! cookie jar and cache, so one trader's session can never reach another
 //! trader's page, even with captures running side by side.
 //!
-//! A capture is: set the viewport, inject the CSS that hides dialogs and
-//! toasts, set the trader's cookies on the chart's URL, navigate, then poll
-//! two JavaScript checks until one holds: the login check (the session is
-//! not accepted: [`RenderError::SessionExpired`]) or the readiness check (the
-//! chart is drawn). No fixed sleeps. Then a PNG of the viewport.
+//! - **Spares.** Creating a context and its tab costs Chromium tens of
+//!   milliseconds, so [`RenderSettings::prewarm`] pages wait ready, each in
+//!   a fresh context nobody has used. A capture takes one (or makes one when
+//!   none is left), and the context is disposed of after that capture: a
+//!   spare serves exactly one job. A housekeeping thread refills the spares
+//!   and disposes of finished contexts, off the job's critical path. Spares
+//!   belong to one Chromium: a relaunch drops them with it.
+//! - **A capture** is: set the viewport and colour scheme, inject the CSS
+//!   that hides dialogs and toasts, set the trader's cookies on the chart's
+//!   URL (these four sent at once), navigate, then wait for two JavaScript
+//!   checks inside the page, the login check (the session is not accepted:
+//!   [`RenderError::SessionExpired`]) and the readiness check (the chart is
+//!   drawn), whichever holds first: one `Runtime.evaluate` whose promise
+//!   polls both in the page and resolves with the one that held, so waiting
+//!   costs no round trips. No fixed sleeps. Then a PNG of the viewport.
 //!
-//! `headless_chrome` is a blocking API; callers run [`Chrome::capture`] on
-//! the blocking pool. How Chromium is started (so that it dies with the
-//! daemon) and how a context is disposed of live in [`crate::chromium`].
+//! Commands go over our own `DevTools` client ([`crate::cdp`]): blocking,
+//! so callers run [`Chrome::capture`] on the blocking pool. How Chromium is
+//! started (so that it dies with the daemon) lives in [`crate::chromium`].
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cookie_seal::TradingViewSession;
 use headless_chrome::Browser;
-use headless_chrome::protocol::cdp::{Emulation, Network, Page};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::chromium::{self, Launcher};
+use crate::cdp::{self, CdpError};
+use crate::chromium::Launcher;
 
 /// The flags Chromium needs here (root, no network beyond the page, no GPU).
 pub const CHROMIUM_FLAGS: &[&str] = &[
@@ -44,8 +55,17 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
     "--mute-audio",
 ];
 
-/// How long the blocking side waits between two polls of the page checks.
-const POLL: Duration = Duration::from_millis(25);
+/// How long a command that is not bounded by the page's deadline may take
+/// (contexts, tabs, the screenshot).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest one readiness `Runtime.evaluate` waits inside the page before
+/// answering "not yet": between two, cancellation is checked.
+const READY_SLICE: Duration = Duration::from_secs(1);
+/// How often the page re-runs the checks while waiting, in milliseconds.
+const CHECK_EVERY_MS: u64 = 20;
+/// Pause before evaluating again after the page navigated away under the
+/// evaluation or the check threw outright.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// Settings for every capture.
 #[derive(Clone, Debug)]
@@ -53,6 +73,9 @@ pub struct RenderSettings {
     pub chromium: PathBuf,
     /// Relaunch Chromium after this many captures.
     pub recycle_after: u32,
+    /// Pages kept ready, each in a fresh browser context, so a capture does
+    /// not wait for one to be created.
+    pub prewarm: usize,
     /// JS expression, true once the chart is drawn.
     pub ready_check: String,
     /// JS expression, true when the page shows a sign-in wall.
@@ -86,7 +109,7 @@ pub struct Request {
     pub height: u32,
     pub dark: bool,
     /// Cancelled when the job timed out or the daemon gives the job back:
-    /// the blocking side stops polling instead of running to its deadline.
+    /// the blocking side stops waiting instead of running to its deadline.
     pub cancel: CancellationToken,
 }
 
@@ -96,6 +119,9 @@ pub enum RenderError {
     /// Chromium did not start or stopped answering.
     #[error("the browser failed: {0}")]
     Browser(String),
+    /// The chart page could not be loaded (Chromium's network error).
+    #[error("the chart page could not be loaded: {0}")]
+    Unreachable(String),
     /// The page showed its sign-in wall: the session is not accepted.
     #[error("the TradingView session was not accepted")]
     SessionExpired,
@@ -107,33 +133,80 @@ pub enum RenderError {
     Cancelled,
 }
 
-fn browser_error(error: impl std::fmt::Display) -> RenderError {
-    RenderError::Browser(error.to_string())
+impl From<CdpError> for RenderError {
+    fn from(error: CdpError) -> Self {
+        Self::Browser(error.to_string())
+    }
 }
 
-fn cdp<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
-    // The generated CDP structs have no Default; every optional field is
-    // `#[serde(default)]`, so building them from JSON fills the rest.
-    serde_json::from_value(value).expect("a well-formed CDP command")
+/// One running Chromium and the connection that drives it. Dropping the
+/// last handle kills the process (`headless_chrome` owns it).
+struct Instance {
+    browser: Browser,
+    cdp: cdp::Connection,
+    generation: u64,
+}
+
+/// A tab in a browser context of its own, attached with a flat session.
+#[derive(Debug)]
+struct Page {
+    context: String,
+    session: String,
 }
 
 struct Running {
-    browser: Browser,
+    instance: Arc<Instance>,
     captures: u32,
+    /// Pages in fresh contexts nobody has used yet.
+    spares: Vec<Page>,
+}
+
+/// What the capture threads and the housekeeping thread share.
+struct Shared {
+    settings: RenderSettings,
+    running: Mutex<Option<Running>>,
+    generations: AtomicU64,
+}
+
+impl Shared {
+    fn running(&self) -> MutexGuard<'_, Option<Running>> {
+        self.running.lock().expect("not poisoned")
+    }
+}
+
+/// Work for the housekeeping thread.
+enum Chore {
+    /// Dispose of a used context. The instance handle keeps the process
+    /// (and its connection) until then.
+    Dispose(Arc<Instance>, String),
+    /// Bring the spares up to [`RenderSettings::prewarm`].
+    Refill,
+    /// Answer once every earlier chore is done.
+    Settle(mpsc::Sender<()>),
 }
 
 /// The daemon's Chromium.
 pub struct Chrome {
-    settings: RenderSettings,
+    shared: Arc<Shared>,
     launcher: Launcher,
-    running: Mutex<Option<Running>>,
+    chores: mpsc::Sender<Chore>,
 }
 
 impl std::fmt::Debug for Chrome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chrome")
-            .field("settings", &self.settings)
+            .field("settings", &self.shared.settings)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Chrome {
+    fn drop(&mut self) {
+        // Stop Chromium here rather than whenever the housekeeping thread
+        // lets go of it (the process may exit first): headless_chrome kills
+        // it and removes its temporary profile when the last handle goes.
+        let running = self.shared.running().take();
+        drop(running);
     }
 }
 
@@ -145,15 +218,37 @@ fn process_alive(pid: u32) -> bool {
     })
 }
 
+impl Instance {
+    fn alive(&self) -> bool {
+        !self.cdp.is_closed() && self.browser.get_process_id().is_some_and(process_alive)
+    }
+}
+
 impl Chrome {
+    /// Starts the launcher and housekeeping threads; Chromium itself starts
+    /// on first use (or [`Chrome::warm_up`]).
+    ///
     /// # Errors
     ///
-    /// The launcher thread or its wrapper script could not be created.
+    /// The launcher thread, its wrapper script or the housekeeping thread
+    /// could not be created.
     pub fn new(settings: RenderSettings) -> std::io::Result<Arc<Self>> {
-        Ok(Arc::new(Self {
-            launcher: Launcher::start(settings.chromium.clone())?,
+        let launcher = Launcher::start(settings.chromium.clone())?;
+        let shared = Arc::new(Shared {
             settings,
             running: Mutex::new(None),
+            generations: AtomicU64::new(0),
+        });
+        let (chores, incoming) = mpsc::channel();
+        let for_thread = Arc::clone(&shared);
+        // Ends when the Chrome that owns the sender is dropped.
+        std::thread::Builder::new()
+            .name("chromium-housekeeping".into())
+            .spawn(move || housekeeping(&for_thread, &incoming))?;
+        Ok(Arc::new(Self {
+            shared,
+            launcher,
+            chores,
         }))
     }
 
@@ -163,16 +258,27 @@ impl Chrome {
     ///
     /// If a capture thread panicked while holding the browser lock.
     pub fn pid(&self) -> Option<u32> {
-        self.running
-            .lock()
-            .expect("not poisoned")
+        self.shared
+            .running()
             .as_ref()
-            .and_then(|r| r.browser.get_process_id())
+            .and_then(|r| r.instance.browser.get_process_id())
+    }
+
+    /// The connection to the running Chromium (for diagnostics and tests).
+    ///
+    /// # Panics
+    ///
+    /// If a capture thread panicked while holding the browser lock.
+    pub fn devtools(&self) -> Option<cdp::Connection> {
+        self.shared
+            .running()
+            .as_ref()
+            .map(|r| r.instance.cdp.clone())
     }
 
     /// The browser contexts the running Chromium holds besides its default
-    /// one: none between captures, since each is disposed of when its
-    /// capture ends (for tests and diagnostics).
+    /// one: between captures (once [`Chrome::settle`] returned), exactly
+    /// the spares' (for tests and diagnostics).
     ///
     /// # Errors
     ///
@@ -182,59 +288,105 @@ impl Chrome {
     ///
     /// If a capture thread panicked while holding the browser lock.
     pub fn open_contexts(&self) -> Result<Vec<String>, RenderError> {
-        let browser = self
-            .running
-            .lock()
-            .expect("not poisoned")
-            .as_ref()
-            .map(|r| r.browser.clone())
+        let cdp = self
+            .devtools()
             .ok_or_else(|| RenderError::Browser("Chromium is not running".into()))?;
-        chromium::browser_contexts(&browser).map_err(RenderError::Browser)
+        let answer = cdp.call(None, "Target.getBrowserContexts", json!({}), CALL_TIMEOUT)?;
+        serde_json::from_value(answer["browserContextIds"].clone())
+            .map_err(|e| RenderError::Browser(e.to_string()))
     }
 
-    /// Starts Chromium now instead of on the first capture.
+    /// The spare pages' browser contexts, oldest first.
+    ///
+    /// # Panics
+    ///
+    /// If a capture thread panicked while holding the browser lock.
+    pub fn spare_contexts(&self) -> Vec<String> {
+        self.shared.running().as_ref().map_or_else(Vec::new, |r| {
+            r.spares.iter().map(|p| p.context.clone()).collect()
+        })
+    }
+
+    /// Waits until the housekeeping thread has disposed of every finished
+    /// context and refilled the spares.
+    pub fn settle(&self) {
+        let (done, settled) = mpsc::channel();
+        if self.chores.send(Chore::Refill).is_ok() && self.chores.send(Chore::Settle(done)).is_ok()
+        {
+            let _ = settled.recv();
+        }
+    }
+
+    /// Starts Chromium and its spares now instead of on the first capture.
+    ///
+    /// # Errors
+    ///
+    /// Chromium did not start.
     pub fn warm_up(&self) -> Result<(), RenderError> {
-        self.browser().map(drop)
+        self.instance()?;
+        self.settle();
+        Ok(())
     }
 
-    fn launch(&self) -> Result<Browser, RenderError> {
+    fn launch(&self) -> Result<Running, RenderError> {
         let browser = self.launcher.launch().map_err(RenderError::Browser)?;
-        tracing::info!(pid = browser.get_process_id(), "Chromium started");
-        Ok(browser)
+        let cdp = cdp::Connection::connect(&browser.get_ws_url())?;
+        let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(
+            pid = browser.get_process_id(),
+            generation,
+            "Chromium started"
+        );
+        Ok(Running {
+            instance: Arc::new(Instance {
+                browser,
+                cdp,
+                generation,
+            }),
+            captures: 0,
+            spares: Vec::new(),
+        })
     }
 
-    /// The running browser, relaunched when dead or due for recycling.
-    fn browser(&self) -> Result<Browser, RenderError> {
-        let mut running = self.running.lock().expect("not poisoned");
-        let reuse = running.as_ref().is_some_and(|r| {
-            r.captures < self.settings.recycle_after
-                && r.browser.get_process_id().is_some_and(process_alive)
-        });
+    /// The running Chromium, relaunched when dead or due for recycling
+    /// (its spares go with the old one); counts a capture when `count`.
+    fn running(&self, count: bool) -> Result<(Arc<Instance>, Option<Page>), RenderError> {
+        let mut running = self.shared.running();
+        let reuse = running
+            .as_ref()
+            .is_some_and(|r| r.captures < self.shared.settings.recycle_after && r.instance.alive());
         if !reuse {
             if let Some(old) = running.take() {
                 tracing::info!(
                     captures = old.captures,
+                    spares = old.spares.len(),
                     "Relaunching Chromium (recycled or died)"
                 );
-                // Captures still running hold a clone; the process ends when
-                // the last one finishes.
+                // Captures still running hold the old instance; its process
+                // ends, with the spares' contexts, when the last one is done.
             }
-            *running = Some(Running {
-                browser: self.launch()?,
-                captures: 0,
-            });
+            *running = Some(self.launch()?);
         }
         let r = running.as_mut().expect("set above");
-        r.captures += 1;
-        Ok(r.browser.clone())
+        let spare = if count {
+            r.captures += 1;
+            r.spares.pop()
+        } else {
+            None
+        };
+        Ok((Arc::clone(&r.instance), spare))
     }
 
-    /// Forgets a browser that failed, so the next capture relaunches.
-    fn discard(&self, failed: &Browser) {
-        let mut running = self.running.lock().expect("not poisoned");
+    fn instance(&self) -> Result<Arc<Instance>, RenderError> {
+        self.running(false).map(|(instance, _)| instance)
+    }
+
+    /// Forgets a Chromium that failed, so the next capture relaunches.
+    fn discard(&self, failed: &Instance) {
+        let mut running = self.shared.running();
         if running
             .as_ref()
-            .is_some_and(|r| r.browser.get_process_id() == failed.get_process_id())
+            .is_some_and(|r| r.instance.generation == failed.generation)
         {
             *running = None;
         }
@@ -242,81 +394,77 @@ impl Chrome {
 
     /// Renders `request` to PNG bytes. Blocking.
     pub fn capture(&self, request: &Request) -> Result<Vec<u8>, RenderError> {
-        let browser = self.browser()?;
-        let result = self.capture_in(&browser, request);
+        let (instance, spare) = self.running(true)?;
+        // After a (re)launch: Chromium's start is not the page's time.
+        let deadline = Instant::now() + self.shared.settings.page_timeout;
+        // Replace the spare just taken while this capture renders.
+        let _ = self.chores.send(Chore::Refill);
+        let page = match spare {
+            Some(page) => Ok(page),
+            None => open_page(&instance.cdp),
+        };
+        let result = page.and_then(|page| {
+            let result = self.shoot(&instance.cdp, &page, request, deadline);
+            // Its page, cookie jar and cache go with it, after the job: the
+            // context is never used again either way.
+            let _ = self
+                .chores
+                .send(Chore::Dispose(Arc::clone(&instance), page.context));
+            result
+        });
         if let Err(RenderError::Browser(_)) = &result {
-            self.discard(&browser);
+            self.discard(&instance);
         }
         result
     }
 
-    fn capture_in(&self, browser: &Browser, request: &Request) -> Result<Vec<u8>, RenderError> {
-        let context = browser.new_context().map_err(browser_error)?;
-        let result = context
-            .new_tab()
-            .map_err(browser_error)
-            .and_then(|tab| self.shoot(&tab, request));
-        // Its page, cookie jar and cache go with it. A failure here costs
-        // memory until the next relaunch, never another trader's privacy:
-        // the context is never used again.
-        if let Err(error) = chromium::dispose_context(browser, context.get_id()) {
-            tracing::warn!(%error, "Could not dispose of a browser context");
-        }
-        result
-    }
-
-    fn shoot(&self, tab: &headless_chrome::Tab, request: &Request) -> Result<Vec<u8>, RenderError> {
-        let deadline = Instant::now() + self.settings.page_timeout;
-        tab.set_default_timeout(self.settings.page_timeout);
-        let metrics: Emulation::SetDeviceMetricsOverride = cdp(json!({
-            "width": request.width,
-            "height": request.height,
-            "deviceScaleFactor": 1,
-            "mobile": false,
-        }));
-        tab.call_method(metrics).map_err(browser_error)?;
-        let media: Emulation::SetEmulatedMedia = cdp(json!({
-            "features": [{ "name": "prefers-color-scheme", "value": if request.dark { "dark" } else { "light" } }],
-        }));
-        tab.call_method(media).map_err(browser_error)?;
-
+    fn shoot(
+        &self,
+        cdp: &cdp::Connection,
+        page: &Page,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RenderError> {
+        let settings = &self.shared.settings;
+        let session = Some(page.session.as_str());
+        let mut setup = vec![
+            cdp.send(
+                session,
+                "Emulation.setDeviceMetricsOverride",
+                json!({
+                    "width": request.width,
+                    "height": request.height,
+                    "deviceScaleFactor": 1,
+                    "mobile": false,
+                }),
+            )?,
+            cdp.send(
+                session,
+                "Emulation.setEmulatedMedia",
+                json!({
+                    "features": [{ "name": "prefers-color-scheme", "value": if request.dark { "dark" } else { "light" } }],
+                }),
+            )?,
+        ];
         let (url, ready_check, login_check) = match &request.source {
-            Source::Chart { url, session } => {
-                if !self.settings.hide_css.is_empty() {
-                    let script = format!(
-                        "(() => {{ const css = {}; const add = () => {{ const s = document.createElement('style'); s.textContent = css; (document.head || document.documentElement).appendChild(s); }}; if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', add); else add(); }})();",
-                        serde_json::to_string(&self.settings.hide_css).expect("a string")
-                    );
-                    let inject: Page::AddScriptToEvaluateOnNewDocument =
-                        cdp(json!({ "source": script }));
-                    tab.call_method(inject).map_err(browser_error)?;
+            Source::Chart { url, session: tv } => {
+                if !settings.hide_css.is_empty() {
+                    setup.push(cdp.send(
+                        session,
+                        "Page.addScriptToEvaluateOnNewDocument",
+                        json!({ "source": hide_css_script(&settings.hide_css) }),
+                    )?);
                 }
-                let mut cookies = vec![
-                    ("sessionid", session.sessionid.as_str()),
-                    ("sessionid_sign", session.sessionid_sign.as_str()),
-                ];
-                cookies.extend(
-                    self.settings
-                        .extra_cookies
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), v.as_str())),
-                );
-                let secure = url.starts_with("https:");
-                let cookies: Vec<Network::CookieParam> = cookies
-                    .into_iter()
-                    .map(|(name, value)| {
-                        cdp(json!({
-                            "name": name, "value": value, "url": url,
-                            "secure": secure, "httpOnly": true, "sameSite": "Lax",
-                        }))
-                    })
-                    .collect();
-                let set: Network::SetCookies = cdp(json!({ "cookies": cookies }));
-                tab.call_method(set).map_err(browser_error)?;
+                let cookies = session_cookies(url, tv, &settings.extra_cookies);
+                setup.push(cdp.send(
+                    session,
+                    "Network.setCookies",
+                    json!({ "cookies": cookies }),
+                )?);
                 (
                     url.clone(),
-                    self.settings.ready_check.as_str(),
-                    Some(self.settings.login_check.as_str()),
+                    settings.ready_check.as_str(),
+                    Some(settings.login_check.as_str()),
                 )
             }
             Source::Html(html) => (
@@ -328,54 +476,280 @@ impl Chrome {
                 None,
             ),
         };
-
-        tab.navigate_to(&url).map_err(browser_error)?;
-        loop {
-            if let Some(login_check) = login_check
-                && truthy(tab, login_check)?
-            {
-                return Err(RenderError::SessionExpired);
-            }
-            if truthy(tab, ready_check)? {
-                break;
-            }
-            if request.cancel.is_cancelled() {
-                return Err(RenderError::Cancelled);
-            }
-            if Instant::now() >= deadline {
-                return Err(RenderError::NotReady(self.settings.page_timeout));
-            }
-            std::thread::sleep(POLL);
+        for call in setup {
+            call.wait(until(deadline))?;
         }
-        // optimizeForSpeed: faster PNG compression; the file is a little
-        // larger, the capture noticeably quicker.
-        let shot: Page::CaptureScreenshot = cdp(json!({
-            "format": "png",
-            "clip": { "x": 0, "y": 0, "width": request.width, "height": request.height, "scale": 1 },
-            "fromSurface": true,
-            "optimizeForSpeed": true,
-        }));
-        let data = tab.call_method(shot).map_err(browser_error)?.data;
+
+        let navigated = cdp.call(
+            session,
+            "Page.navigate",
+            json!({ "url": url }),
+            until(deadline),
+        )?;
+        if let Some(error) = navigated["errorText"].as_str().filter(|e| !e.is_empty()) {
+            return Err(RenderError::Unreachable(error.to_owned()));
+        }
+        wait_until_drawn(
+            cdp,
+            &page.session,
+            ready_check,
+            login_check,
+            deadline,
+            settings.page_timeout,
+            &request.cancel,
+        )?;
+
+        // The viewport set above is the picture; optimizeForSpeed: faster
+        // PNG compression, a slightly larger file.
+        let shot = cdp.call(
+            session,
+            "Page.captureScreenshot",
+            json!({ "format": "png", "optimizeForSpeed": true }),
+            CALL_TIMEOUT,
+        )?;
+        let data = shot["data"]
+            .as_str()
+            .ok_or_else(|| RenderError::Browser("the screenshot had no data".into()))?;
         base64::engine::general_purpose::STANDARD
             .decode(data)
-            .map_err(browser_error)
+            .map_err(|e| RenderError::Browser(e.to_string()))
     }
 }
 
-/// Evaluates `expression`; an exception (the page is mid-navigation, say) counts as false.
-fn truthy(tab: &headless_chrome::Tab, expression: &str) -> Result<bool, RenderError> {
-    let wrapped =
-        format!("(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()");
-    match tab.evaluate(&wrapped, false) {
-        Ok(object) => Ok(object.value == Some(serde_json::Value::Bool(true))),
+/// A script that adds `css` to each new document as soon as it has a head.
+fn hide_css_script(css: &str) -> String {
+    format!(
+        "(() => {{ const css = {}; const add = () => {{ const s = document.createElement('style'); s.textContent = css; (document.head || document.documentElement).appendChild(s); }}; if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', add); else add(); }})();",
+        serde_json::to_string(css).expect("a string")
+    )
+}
+
+/// The trader's session cookies and the extra ones, for `url`.
+fn session_cookies(url: &str, tv: &TradingViewSession, extra: &[(String, String)]) -> Vec<Value> {
+    let secure = url.starts_with("https:");
+    [
+        ("sessionid", tv.sessionid.as_str()),
+        ("sessionid_sign", tv.sessionid_sign.as_str()),
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+    .map(|(name, value)| {
+        json!({
+            "name": name, "value": value, "url": url,
+            "secure": secure, "httpOnly": true, "sameSite": "Lax",
+        })
+    })
+    .collect()
+}
+
+/// What is left until `deadline`, at least a moment (a command sent at the
+/// deadline still gets a chance to be answered).
+fn until(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(100))
+}
+
+/// A fresh browser context with one blank tab, attached.
+fn open_page(cdp: &cdp::Connection) -> Result<Page, RenderError> {
+    let created = cdp.call(
+        None,
+        "Target.createBrowserContext",
+        // Should the daemon's connection drop, Chromium disposes of it.
+        json!({ "disposeOnDetach": true }),
+        CALL_TIMEOUT,
+    )?;
+    let context = created["browserContextId"]
+        .as_str()
+        .ok_or_else(|| RenderError::Browser("no browserContextId".into()))?
+        .to_owned();
+    let attach = || -> Result<String, RenderError> {
+        let target = cdp.call(
+            None,
+            "Target.createTarget",
+            json!({ "url": "about:blank", "browserContextId": context }),
+            CALL_TIMEOUT,
+        )?;
+        let target = target["targetId"]
+            .as_str()
+            .ok_or_else(|| RenderError::Browser("no targetId".into()))?;
+        let attached = cdp.call(
+            None,
+            "Target.attachToTarget",
+            json!({ "targetId": target, "flatten": true }),
+            CALL_TIMEOUT,
+        )?;
+        let session = attached["sessionId"]
+            .as_str()
+            .ok_or_else(|| RenderError::Browser("no sessionId".into()))?;
+        // Scripts added to evaluate on new documents (the CSS that hides
+        // dialogs) only run with the Page domain on.
+        cdp.call(Some(session), "Page.enable", json!({}), CALL_TIMEOUT)?;
+        Ok(session.to_owned())
+    };
+    match attach() {
+        Ok(session) => Ok(Page { context, session }),
         Err(error) => {
-            let message = error.to_string();
-            // Evaluating while the page navigates loses the execution context; try again.
-            if message.contains("context") || message.contains("navigat") {
-                Ok(false)
-            } else {
-                Err(browser_error(message))
+            dispose(cdp, &context);
+            Err(error)
+        }
+    }
+}
+
+/// Disposes of a browser context (closing its tab). A failure costs memory
+/// until the next relaunch, never another trader's privacy: the context is
+/// never used again.
+fn dispose(cdp: &cdp::Connection, context: &str) {
+    if let Err(error) = cdp.call(
+        None,
+        "Target.disposeBrowserContext",
+        json!({ "browserContextId": context }),
+        CALL_TIMEOUT,
+    ) && !cdp.is_closed()
+    {
+        tracing::warn!(%error, "Could not dispose of a browser context");
+    }
+}
+
+/// Disposes of finished contexts and keeps the spares topped up, until the
+/// [`Chrome`] is dropped.
+fn housekeeping(shared: &Shared, chores: &mpsc::Receiver<Chore>) {
+    while let Ok(chore) = chores.recv() {
+        match chore {
+            Chore::Dispose(instance, context) => dispose(&instance.cdp, &context),
+            Chore::Refill => refill(shared),
+            Chore::Settle(done) => {
+                let _ = done.send(());
             }
         }
+    }
+}
+
+fn refill(shared: &Shared) {
+    loop {
+        let instance = match shared.running().as_ref() {
+            Some(r) if r.spares.len() < shared.settings.prewarm && r.instance.alive() => {
+                Arc::clone(&r.instance)
+            }
+            _ => return,
+        };
+        let page = match open_page(&instance.cdp) {
+            Ok(page) => page,
+            Err(error) => {
+                if instance.alive() {
+                    tracing::warn!(%error, "Could not prepare a spare page");
+                }
+                return;
+            }
+        };
+        let mut running = shared.running();
+        match running.as_mut() {
+            // Still the same Chromium and still short of spares.
+            Some(r)
+                if r.instance.generation == instance.generation
+                    && r.spares.len() < shared.settings.prewarm =>
+            {
+                r.spares.insert(0, page);
+            }
+            _ => {
+                drop(running);
+                dispose(&instance.cdp, &page.context);
+                return;
+            }
+        }
+    }
+}
+
+/// The expression for one readiness wait: polls the checks inside the page
+/// for up to `slice` and resolves with `"login"`, `"ready"` or `"pending"`.
+fn readiness_expression(ready: &str, login: Option<&str>, slice: Duration) -> String {
+    let login = login.unwrap_or("false");
+    let slice_ms = slice.as_millis();
+    format!(
+        "new Promise((resolve) => {{\
+           const until = Date.now() + {slice_ms};\
+           const holds = (check) => {{ try {{ return !!check(); }} catch (e) {{ return false; }} }};\
+           const login = () => ({login});\
+           const ready = () => ({ready});\
+           const tick = () => {{\
+             if (holds(login)) resolve('login');\
+             else if (holds(ready)) resolve('ready');\
+             else if (Date.now() >= until) resolve('pending');\
+             else setTimeout(tick, {CHECK_EVERY_MS});\
+           }};\
+           tick();\
+         }})"
+    )
+}
+
+/// Waits, inside the page, until the login check or the readiness check
+/// holds, the deadline passes, or the capture is cancelled.
+fn wait_until_drawn(
+    cdp: &cdp::Connection,
+    session: &str,
+    ready: &str,
+    login: Option<&str>,
+    deadline: Instant,
+    page_timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), RenderError> {
+    loop {
+        if cancel.is_cancelled() {
+            return Err(RenderError::Cancelled);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(RenderError::NotReady(page_timeout));
+        }
+        let slice = left.min(READY_SLICE);
+        let answer = cdp.call(
+            Some(session),
+            "Runtime.evaluate",
+            json!({
+                "expression": readiness_expression(ready, login, slice),
+                "awaitPromise": true,
+                "returnByValue": true,
+            }),
+            slice + READY_SLICE,
+        );
+        match answer {
+            Ok(answer) => match answer["result"]["value"].as_str() {
+                Some("ready") => return Ok(()),
+                Some("login") => return Err(RenderError::SessionExpired),
+                Some("pending") => {}
+                // The expression itself threw (a check that does not parse):
+                // like a check that never holds.
+                _ => std::thread::sleep(RETRY_PAUSE),
+            },
+            // The page navigated (or replaced its document) under the
+            // evaluation: evaluate again in the new one.
+            Err(CdpError::Protocol { message, .. })
+                if message.contains("context") || message.contains("navigat") =>
+            {
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            // A renderer too busy to answer: the deadline decides.
+            Err(CdpError::Timeout { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readiness_expression_embeds_both_checks() {
+        let expression = readiness_expression(
+            "window.ready === true",
+            Some("!!document.getElementById('wall')"),
+            Duration::from_millis(750),
+        );
+        assert!(expression.contains("const ready = () => (window.ready === true);"));
+        assert!(expression.contains("const login = () => (!!document.getElementById('wall'));"));
+        assert!(expression.contains("Date.now() + 750"));
+        let without_login = readiness_expression("x", None, READY_SLICE);
+        assert!(without_login.contains("const login = () => (false);"));
     }
 }

@@ -1,12 +1,15 @@
 //! The queue loop and what happens to one job.
 //!
 //! The loop claims as many jobs as it has free slots (`concurrency`), runs
-//! each on its own task, and claims again as soon as one finishes. When the
-//! queue has nothing due it announces itself idle
+//! each on its own task, and claims again as soon as one finishes (so a job
+//! that arrived while every slot was busy starts when the first slot frees,
+//! not at the next poll). When a claim leaves a slot free (the queue has
+//! nothing more due) it announces itself idle
 //! (`private.capture_daemon_idle()`), rescans once (closing the race with an
 //! ingest that committed meanwhile) and sleeps until a NOTIFY (relayed by
 //! [`crate::listener`]), a finished job, or the poll interval, whichever
-//! comes first. Every few seconds it also reclaims expired leases (a daemon
+//! comes first. Announcing only when nothing at all was claimed would leave
+//! a job arriving beside a running one waiting for that one to finish. Every few seconds it also reclaims expired leases (a daemon
 //! that vanished) and sends its heartbeat.
 //!
 //! Shutdown has two steps: `stop` ends claiming and lets jobs in flight
@@ -101,6 +104,7 @@ impl Failure {
         match self {
             Self::Render(RenderError::SessionExpired) => "session_expired",
             Self::Render(RenderError::NotReady(_)) => "not_ready",
+            Self::Render(RenderError::Unreachable(_)) => "unreachable",
             Self::Render(RenderError::Browser(_)) | Self::Panicked => "browser",
             Self::Render(RenderError::Cancelled) => "cancelled",
             Self::Storage(_) => "storage",
@@ -123,6 +127,9 @@ impl Failure {
                 "The chart did not finish loading within {} s.",
                 limit.as_secs()
             ),
+            Self::Render(RenderError::Unreachable(error)) => {
+                format!("The chart page could not be loaded ({error}).")
+            }
             Self::Render(RenderError::Browser(_) | RenderError::Cancelled) | Self::Panicked => {
                 "The screenshot browser failed while rendering the chart.".into()
             }
@@ -253,8 +260,10 @@ impl Worker {
                     }
                 }
                 Mode::Serve => {
-                    if claimed == 0 && !announced_idle && free > 0 {
-                        // Raise the flag, then rescan once before sleeping.
+                    if claimed < free && !announced_idle {
+                        // A slot is free with nothing due: ask for a NOTIFY
+                        // on the next job (ingest sends one only to a daemon
+                        // that said so), then rescan once before sleeping.
                         match self.queue.idle().await {
                             Ok(()) => announced_idle = true,
                             Err(error) => tracing::warn!(error = %error, "Announcing idle failed"),

@@ -34,6 +34,54 @@ async fn drain(test_db: &TestDb, worker: Arc<capture::worker::Worker>) {
     assert_eq!(outcome.stopped, Stopped::Drained);
 }
 
+/// The browser contexts Chromium holds besides the spares, once the
+/// housekeeping thread has caught up: none when every capture's context was
+/// disposed of. Blocking.
+fn leftover_contexts(chrome: &capture::render::Chrome) -> Vec<String> {
+    chrome.settle();
+    let spares = chrome.spare_contexts();
+    chrome
+        .open_contexts()
+        .unwrap()
+        .into_iter()
+        .filter(|context| !spares.contains(context))
+        .collect()
+}
+
+/// Asserts that Chromium holds no context but the spare's, and that the
+/// check would catch one left behind. Blocking.
+fn only_spares_are_left(chrome: &capture::render::Chrome) {
+    assert_eq!(
+        leftover_contexts(chrome),
+        Vec::<String>::new(),
+        "every capture's browser context was disposed of, not left in Chromium"
+    );
+    assert_eq!(chrome.spare_contexts().len(), 1, "one spare waits ready");
+    // The check above does catch a context left behind.
+    let devtools = chrome.devtools().expect("Chromium runs");
+    let leaked = devtools
+        .call(
+            None,
+            "Target.createBrowserContext",
+            serde_json::json!({}),
+            Duration::from_secs(5),
+        )
+        .unwrap()["browserContextId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(leftover_contexts(chrome), vec![leaked.clone()]);
+    devtools
+        .call(
+            None,
+            "Target.disposeBrowserContext",
+            serde_json::json!({ "browserContextId": leaked }),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(leftover_contexts(chrome), Vec::<String>::new());
+}
+
 fn knobs(storage: Storage) -> Knobs {
     Knobs {
         concurrency: 3,
@@ -132,11 +180,10 @@ async fn session_chart_and_fallback_chart_end_as_real_pngs() {
         metrics.contains(r#"capture_outcomes_total{outcome="completed",reason="fallback"} 3"#),
         "{metrics}"
     );
-    assert_eq!(
-        worker.chrome.open_contexts().unwrap(),
-        Vec::<String>::new(),
-        "every capture's browser context was disposed of, not left in Chromium"
-    );
+    let chrome = Arc::clone(&worker.chrome);
+    tokio::task::spawn_blocking(move || only_spares_are_left(&chrome))
+        .await
+        .unwrap();
     test_db.drop_db().await;
 }
 

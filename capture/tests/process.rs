@@ -36,6 +36,20 @@ fn daemon(
     extra: &[(&str, &str)],
     args: &[&str],
 ) -> Child {
+    daemon_command(test_db, charts, dir, health_port, extra, args)
+        .spawn()
+        .expect("the capture binary starts")
+}
+
+/// The daemon's command line and environment, not started yet.
+fn daemon_command(
+    test_db: &TestDb,
+    charts: &ChartServer,
+    dir: &Path,
+    health_port: u16,
+    extra: &[(&str, &str)],
+    args: &[&str],
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_capture"));
     command
         .args(args)
@@ -58,7 +72,7 @@ fn daemon(
     for (name, value) in extra {
         command.env(name, value);
     }
-    command.spawn().expect("the capture binary starts")
+    command
 }
 
 /// Process ids whose parent is `pid` (Chromium under the daemon).
@@ -317,5 +331,97 @@ async fn after_kill_9_a_second_daemon_completes_the_job_once_the_lease_expires()
         2,
         "one page load per daemon"
     );
+    test_db.drop_db().await;
+}
+
+/// A daemon that is killed when the test ends, also when it fails half-way
+/// (else it would keep running, with its Chromium, after the test).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().is_ok_and(|status| status.is_none()) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_job_arriving_beside_a_running_one_starts_at_once_and_logs_keep_cookies_out() {
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    // Slow enough that the first capture is still running when the second
+    // job arrives.
+    let charts = ChartServer::start(6000).await;
+    let trader = unlimited_trader(&db).await;
+    let tv = session("beside");
+    sign_in(&db, &trader, &tv, "beside").await;
+    charts.accept(&tv, "beside");
+    let (_, dir) = fs_storage();
+    let log = dir.with_extension("log");
+    // No poll within the test: only a NOTIFY can start the second job
+    // before the first ends.
+    let mut command = daemon_command(
+        &test_db,
+        &charts,
+        &dir,
+        free_port(),
+        &[("CAPTURE_POLL_INTERVAL", "10m"), ("RUST_LOG", "debug")],
+        &[],
+    );
+    command.stderr(std::fs::File::create(&log).unwrap());
+    let mut child = KillOnDrop(command.spawn().expect("the capture binary starts"));
+
+    let status = async |signal| row(&db, signal).await.status;
+    wait_for(
+        "the daemon to be idle",
+        Duration::from_secs(20),
+        async || {
+            db.query_one("select daemon_waiting from private.capture_wakeup", &[])
+                .await
+                .is_ok_and(|r| r.get::<_, bool>(0))
+        },
+    )
+    .await;
+    let first = alert(&db, &trader, 1.0, "long").await;
+    wait_for(
+        "the first capture to start",
+        Duration::from_secs(10),
+        async || !charts.seen.lock().unwrap().is_empty(),
+    )
+    .await;
+    let second = alert(&db, &trader, 2.0, "long").await;
+    wait_for(
+        "the second job to be claimed",
+        Duration::from_secs(4),
+        async || status(second).await == "processing",
+    )
+    .await;
+    assert_eq!(
+        status(first).await,
+        "processing",
+        "claimed beside the first, not after it"
+    );
+    wait_for("both captures", Duration::from_secs(30), async || {
+        status(first).await == "completed" && status(second).await == "completed"
+    })
+    .await;
+
+    kill(child.0.id(), "-TERM");
+    assert!(child.0.wait().unwrap().success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("Capture completed"), "{logged}");
+    for secret in [&tv.sessionid, &tv.sessionid_sign] {
+        assert!(
+            !logged.contains(secret.as_str()),
+            "a cookie value reached the log"
+        );
+    }
+    assert!(
+        !logged.contains("headless_chrome"),
+        "headless_chrome's info lines are filtered out by default"
+    );
+    let _ = std::fs::remove_file(&log);
     test_db.drop_db().await;
 }

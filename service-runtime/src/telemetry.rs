@@ -44,10 +44,29 @@ pub enum InitError {
 /// invalid `RUST_LOG` is an error rather than silently ignored: a typo there
 /// would otherwise hide exactly the logs someone was asking for.
 pub fn init(format: LogFormat) -> Result<(), InitError> {
-    let filter = EnvFilter::builder()
+    init_with_defaults(format, &[])
+}
+
+/// As [`init`], with per-target defaults such as `"headless_chrome=error"`
+/// for a dependency whose own logging is too loud (or too revealing) at
+/// the default level. A default applies unless `RUST_LOG` names that target
+/// itself, so an operator can still turn it up.
+///
+/// # Panics
+///
+/// If a default is not a valid directive (a programming error).
+pub fn init_with_defaults(format: LogFormat, defaults: &[&str]) -> Result<(), InitError> {
+    let mut filter = EnvFilter::builder()
         .with_default_directive(DEFAULT_LEVEL.into())
         .from_env()
         .map_err(InitError::Filter)?;
+    let from_env = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
+    for default in defaults {
+        let target = default.split('=').next().unwrap_or(default);
+        if !from_env.contains(target) {
+            filter = filter.add_directive(default.parse().expect("a valid directive"));
+        }
+    }
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Text => registry

@@ -41,7 +41,8 @@ pub struct Seen {
 
 /// The chart page server. `/chart/{id}/` answers a page that shows a
 /// sign-in wall unless the request carries a `sessionid` the server knows,
-/// else draws on a canvas after `delay_ms` and only then sets
+/// else sets a `visited` cookie (a page in a reused context would send it),
+/// draws on a canvas after `delay_ms` and only then sets
 /// `window.chartReady`. `never=1` in the query never gets ready.
 #[derive(Clone, Debug)]
 pub struct ChartServer {
@@ -134,6 +135,7 @@ impl ChartServer {
         format!(
             "<!doctype html><html><head><style>html,body{{margin:0;overflow:hidden;background:#fff}}</style></head><body>\
              <canvas id=\"c\"></canvas><div class=\"toast\" style=\"position:fixed;top:0;left:0;width:300px;height:100px;background:#f0f\">toast</div><script>\
+             document.cookie = 'visited=1; path=/';\
              const c = document.getElementById('c'); c.width = innerWidth; c.height = innerHeight;\
              setTimeout(() => {{ const x = c.getContext('2d'); x.fillStyle = 'rgb({r},{g},{b})'; x.fillRect(0, 0, c.width, c.height);\
                x.fillStyle = '#000'; x.fillRect(10, c.height - 60, 200, 50);\
@@ -333,6 +335,7 @@ pub fn render_settings(job_timeout: Duration) -> RenderSettings {
             .unwrap_or_else(|_| "/usr/bin/chromium".into())
             .into(),
         recycle_after: 100,
+        prewarm: 1,
         ready_check: READY_CHECK.into(),
         login_check: LOGIN_CHECK.into(),
         hide_css: ".toast { display: none !important; }".into(),
