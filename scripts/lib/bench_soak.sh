@@ -18,15 +18,17 @@
 #
 # Per minute: webhooks sent that minute and their answers, first-attempt latency p50/p95/p99;
 # PSS of ingest, PostgREST, the capture daemon, its Chromium (all processes) and Postgres (all
-# backends); total size and dead tuples of public.signals and private.capture_jobs (the queue),
+# backends, without shared memory), and apart the shared memory Postgres has touched (its shared
+# buffers fill up as data is read and written, up to the size of the segment); total size and dead tuples of public.signals and private.capture_jobs (the queue),
 # the size of private.signal_dedup, the open jobs. At the end the accepted alerts are reconciled
 # (nothing lost, stored twice or stuck), and the verdict: after the first minute (warm-up) a
 # series is flat when the mean of its last third is within 10 % (plus 5 MB of memory, or 256 kB
-# of table) of the mean of the first third; p99 of every minute within 2x the first minute's.
+# of table) of the mean of the first third; Postgres's shared memory within its segment; p99 of
+# every minute within 2x the first minute's.
 #
 # The daemons get the caller's environment, so CAPTURE_BROWSER_RECYCLE_AFTER (and the other
-# CAPTURE_* settings) can be set for a run. Chromium frees the browser contexts of finished
-# captures only when the daemon relaunches it, so its memory climbs until each recycle.
+# CAPTURE_* settings) can be set for a run; RUST_BACKTRACE is unset, as for a service (with it, the
+# first error that records a backtrace maps the debug build's symbols: about 150 MB more PSS).
 
 # shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -81,7 +83,8 @@ soak_minute_traffic() {
         END { if (NR == 0) print "0 0 0"; else printf "%.1f %.1f %.1f", rank(0.50), rank(0.95), rank(0.99) }')"
 }
 
-# PSS in MB of: ingest, PostgREST, the capture daemon, its Chromium, Postgres.
+# PSS in MB of: ingest, PostgREST, the capture daemon, its Chromium, Postgres without its shared
+# memory; then the shared memory Postgres's processes have touched (their Pss_Shmem summed).
 soak_memory() {
   local capture_pid chromium=() postmaster
   capture_pid="$(cat "$CAPTURE_PID")"
@@ -92,8 +95,15 @@ soak_memory() {
   values+=("$(pss_kb "$(cat "$POSTGREST_PID")")")
   values+=("$(pss_kb "$capture_pid")")
   values+=("$(pss_kb "${chromium[@]}")")
-  # shellcheck disable=SC2046 # one pid per word
-  values+=("$(pss_kb $(process_tree "$postmaster"))")
+  local postgres=() pid private=0 shared=0 kb shm
+  mapfile -t postgres < <(process_tree "$postmaster")
+  for pid in "${postgres[@]}"; do
+    read -r kb shm < <(awk '/^Pss:/ { p = $2 } /^Pss_Shmem:/ { s = $2 } END { print p + 0, s + 0 }' \
+      /proc/"$pid"/smaps_rollup 2>/dev/null || echo "0 0")
+    private=$((private + kb - shm))
+    shared=$((shared + shm))
+  done
+  values+=("$private" "$shared")
   printf '%s\n' "${values[@]}" | awk '{ printf "%.1f ", $1 / 1024 } END { print "" }'
 }
 
@@ -126,15 +136,20 @@ soak_verdict() {
       if (n < 4) { print "  (a verdict needs at least 4 minutes)"; exit }
       k = int((n - 1) / 3)
       flat("ingest PSS", 9, 5, "MB"); flat("PostgREST PSS", 10, 5, "MB"); flat("capture daemon PSS", 11, 5, "MB")
-      flat("Chromium PSS", 12, 5, "MB"); flat("Postgres PSS", 13, 5, "MB")
-      flat("capture_jobs size", 16, 256, "kB"); flat("signal_dedup size", 18, 256, "kB")
+      flat("Chromium PSS", 12, 5, "MB"); flat("Postgres PSS (private)", 13, 5, "MB")
+      flat("capture_jobs size", 17, 256, "kB"); flat("signal_dedup size", 19, 256, "kB")
+      top = 0
+      for (i = 1; i <= n; i++) if (v[i, 14] > top) top = v[i, 14]
+      ok = top <= segment
+      printf "  %-28s at most %.1f MB of the %.1f MB segment: %s\n", "Postgres shared memory", top, segment, ok ? "bounded" : "OVER THE SEGMENT"
+      if (!ok) bad++
       worst = 0
       for (i = 1; i <= n; i++) if (v[i, 8] > worst) { worst = v[i, 8]; at = i }
       ok = worst <= 2 * v[1, 8]
       printf "  %-28s minute 1 %.1f ms, worst minute %d %.1f ms (%.2fx): %s\n", "p99 latency", v[1, 8], at, worst, worst / v[1, 8], ok ? "within 2x" : "OVER 2x"
       if (!ok) bad++
       print bad ? "  verdict: NOT FLAT (see above)" : "  verdict: flat after warm-up, p99 within 2x of minute 1"
-    }' "$1"
+    }' segment="$2" "$1"
 }
 
 bench_soak() {
@@ -162,6 +177,7 @@ bench_soak() {
   load_traders 8 edge.load.local "$LOAD_WORK/edge-tokens"
   psql_as "$(database_url)" -c "update public.user_config c set webhook_enabled = false
     from auth.users u where u.id = c.user_id and u.email like '%@edge.load.local'" >/dev/null
+  unset RUST_BACKTRACE RUST_LIB_BACKTRACE
   load_start_services
 
   local tag seconds=$((minutes * 60)) t0 alerts_out edge_out
@@ -177,8 +193,8 @@ bench_soak() {
   local series="$LOAD_WORK/series" minute
   : >"$series"
   echo "   memory: PSS in MB; tables: total size in kB (dead tuples); latency: first attempt, ms"
-  printf '%3s %6s %5s %4s %5s %6s %6s %6s | %6s %6s %6s %6s %6s | %8s %6s %8s %6s %7s %5s %6s\n' \
-    min sent ok 403 other p50 p95 p99 ingest pgrst captd chrome pg signals dead jobs dead dedup open shots
+  printf '%3s %6s %5s %4s %5s %6s %6s %6s | %6s %6s %6s %6s %6s %6s | %8s %6s %8s %6s %7s %5s %6s\n' \
+    min sent ok 403 other p50 p95 p99 ingest pgrst captd chrome pg pgshm signals dead jobs dead dedup open shots
   for ((minute = 1; minute <= minutes; minute++)); do
     # Three seconds past the minute, so that its webhooks have all been answered.
     sleep_until_ms $((t0 + minute * 60000 + 3000))
@@ -189,7 +205,7 @@ bench_soak() {
     # shellcheck disable=SC2086 # word splitting of the figures is the point
     set -- $traffic $memory $tables
     printf '%s %s\n' "$minute" "$*" >>"$series"
-    printf '%3d %6d %5d %4d %5d %6.1f %6.1f %6.1f | %6.1f %6.1f %6.1f %6.1f %6.1f | %8d %6d %8d %6d %7d %5d %6d\n' \
+    printf '%3d %6d %5d %4d %5d %6.1f %6.1f %6.1f | %6.1f %6.1f %6.1f %6.1f %6.1f %6.1f | %8d %6d %8d %6d %7d %5d %6d\n' \
       "$minute" "$@"
   done
   local pid
@@ -207,5 +223,7 @@ bench_soak() {
     "$dups" "$lost" "$completed" "$failed" "$no_reason" "$skipped" "$stuck"
   awk -F'\t' '{ n++; if ($3 == "403") r++ } END { printf "  edge:   sent %d, answered 403 %d, other %d\n", n, r, n - r }' "$edge_out"
   echo "== verdict (minute 1 is the warm-up)"
-  soak_verdict "$series"
+  local segment
+  segment="$(psql_as "$(database_url)" -At -c 'select round(sum(allocated_size) / 1048576.0, 1) from pg_shmem_allocations')"
+  soak_verdict "$series" "$segment"
 }
