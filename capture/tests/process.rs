@@ -125,6 +125,20 @@ async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> b
     }
 }
 
+/// Waits until the daemon has raised the wake-up flag: it claimed everything due and sleeps.
+async fn wait_until_idle(db: &Client) {
+    wait_for(
+        "the daemon to be idle",
+        Duration::from_secs(20),
+        async || {
+            db.query_one("select daemon_waiting from private.capture_wakeup", &[])
+                .await
+                .is_ok_and(|r| r.get::<_, bool>(0))
+        },
+    )
+    .await;
+}
+
 async fn signed_in_trader(
     db: &Client,
     charts: &ChartServer,
@@ -168,16 +182,7 @@ async fn a_notify_wakes_the_idle_daemon_and_health_reports_it() {
     );
 
     // Idle means the daemon raised the wake-up flag.
-    wait_for(
-        "the daemon to be idle",
-        Duration::from_secs(20),
-        async || {
-            db.query_one("select daemon_waiting from private.capture_wakeup", &[])
-                .await
-                .is_ok_and(|r| r.get::<_, bool>(0))
-        },
-    )
-    .await;
+    wait_until_idle(&db).await;
     let sent = Instant::now();
     let signal = alert(&db, &trader, 3.0, "long").await;
     wait_for("the capture", Duration::from_secs(20), async || {
@@ -374,16 +379,7 @@ async fn a_job_arriving_beside_a_running_one_starts_at_once_and_logs_keep_cookie
     let mut child = KillOnDrop(command.spawn().expect("the capture binary starts"));
 
     let status = async |signal| row(&db, signal).await.status;
-    wait_for(
-        "the daemon to be idle",
-        Duration::from_secs(20),
-        async || {
-            db.query_one("select daemon_waiting from private.capture_wakeup", &[])
-                .await
-                .is_ok_and(|r| r.get::<_, bool>(0))
-        },
-    )
-    .await;
+    wait_until_idle(&db).await;
     let first = alert(&db, &trader, 1.0, "long").await;
     wait_for(
         "the first capture to start",
