@@ -13,6 +13,7 @@ ingest_config() {
   INGEST_PORT="${INGEST_PORT:-$((GATEWAY_PORT + 2))}"
   INGEST_URL="http://127.0.0.1:$INGEST_PORT"
   INGEST_BIN="$REPO_ROOT/target/debug/ingest"
+  INGEST_SPOOL="$STACK_DIR/ingest-spool"
 }
 
 ingest_start() {
@@ -32,7 +33,7 @@ ingest_start() {
     set +a
     unset DATABASE_URL
     export INGEST_LISTEN="127.0.0.1:$INGEST_PORT"
-    export INGEST_SPOOL_DIR="$STACK_DIR/ingest-spool"
+    export INGEST_SPOOL_DIR="$INGEST_SPOOL"
     nohup "$INGEST_BIN" >>"$INGEST_LOG" 2>&1 &
     echo $! >"$INGEST_PID"
   )

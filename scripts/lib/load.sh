@@ -23,8 +23,7 @@ load_config() {
   LOAD_TOKENS="$LOAD_WORK/tokens"
   LOAD_BIN="$REPO_ROOT/target/debug/webhook-load"
   # What the daemons get on top of stack.env (ingest_start and capture_start keep the caller's
-  # environment). The spool directory is harmless to an ingest that has no spool yet.
-  export INGEST_SPOOL_DIR="$STACK_DIR/spool"
+  # environment; ingest's spool is its own, $INGEST_SPOOL).
   export CAPTURE_CHART_URL_TEMPLATE="http://127.0.0.1:9/chart/{chart_id}/?symbol={symbol}"
   export CAPTURE_JOB_TIMEOUT="${CAPTURE_JOB_TIMEOUT:-15s}"
   export CAPTURE_LEASE="${CAPTURE_LEASE:-20s}"
@@ -78,7 +77,7 @@ load_stop_services() {
 
 # Removes what the load left in the stack directory (before stack_down, which removes the rest).
 load_clean() {
-  rm -rf "$LOAD_WORK" "$INGEST_SPOOL_DIR" "$SCREENSHOT_DIR"
+  rm -rf "$LOAD_WORK" "$INGEST_SPOOL" "$SCREENSHOT_DIR"
 }
 
 # Starts the load in the background: load_start LABEL RATE SECONDS [extra webhook-load flags]
