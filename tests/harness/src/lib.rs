@@ -1,7 +1,9 @@
-//! End-to-end tests against the real local stack: PostgreSQL 15 with the Supabase-compatible
-//! bootstrap and this project's migrations, PostgREST, and the gateway that gives it Supabase's URL
-//! layout. `scripts/test` starts a throwaway stack and exports its `stack.env`; to run these by
-//! hand against `scripts/dev up`, export `.dev/stack.env` first (`set -a; . .dev/stack.env`).
+//! What every test that runs against the real local stack uses: PostgreSQL 15 with the
+//! Supabase-compatible bootstrap and this project's migrations, PostgREST, and the gateway that
+//! gives it Supabase's URL layout. `scripts/test` starts a throwaway stack and exports its
+//! `stack.env`; to run tests by hand against `scripts/dev up`, export `.dev/stack.env` first
+//! (`set -a; . .dev/stack.env`). The end-to-end suite (`tests/it`) and the integration tests of
+//! ingest and capture depend on it; it depends on none of them, so any crate may use it.
 //!
 //! Layout:
 //! - [`Stack`] reads the stack's settings from the environment once.
