@@ -13,6 +13,8 @@
 //!   concurrency and replays.
 //! - `capture_queue`: the capture queue's SQL under real concurrency.
 //! - `spool_replay`: ingest's spool replayed into the real `ingest_signal`.
+//! - `sync_migrations`: `scripts/sync-migrations` keeps `supabase/migrations` in step with `sql/`,
+//!   `rls-policies/` and `storage-policies/`, one changed file at a time.
 
 mod capture_queue;
 mod delivery_id;
@@ -21,3 +23,4 @@ mod postgrest_policies;
 mod realtime_wal2json;
 mod spool_replay;
 mod storage_policies;
+mod sync_migrations;
