@@ -23,7 +23,7 @@ use ingest::spool::{Backoff, Replayer, Spool, SpoolConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
 use service_runtime::SecretString;
-use stack_tests::{Stack, Trader};
+use stack_harness::{Stack, Trader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use uuid::Uuid;

@@ -17,7 +17,7 @@ use ingest::spool::{
     ReplayCounts, ReplayOutcome, ReplaySink, Replayer, Spool, SpoolConfig, SpooledWebhook,
     Transient,
 };
-use stack_tests::Stack;
+use stack_harness::Stack;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
