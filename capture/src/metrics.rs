@@ -19,6 +19,13 @@ pub struct Metrics {
     pub capture_seconds: Histogram,
     /// Finished attempts by outcome and reason.
     pub outcomes: IntCounterVec,
+    /// Live daemons (a heartbeat in the last 30 s) as the database saw them
+    /// at the last check, this one included: every daemon reports the same
+    /// number, the one `/health` calls `active_workers`.
+    pub active_workers: IntGauge,
+    /// 1 when the last queue check (every 2 s) reached the database, 0 when
+    /// it failed; 0 until the first check.
+    pub database_up: IntGauge,
 }
 
 impl Default for Metrics {
@@ -52,11 +59,23 @@ impl Metrics {
             &["outcome", "reason"],
         )
         .expect("valid metric");
+        let active_workers = IntGauge::new(
+            "capture_active_workers",
+            "Live capture daemons as the database saw them at the last check",
+        )
+        .expect("valid metric");
+        let database_up = IntGauge::new(
+            "capture_database_up",
+            "1 when the last queue check reached the database, else 0",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(queue_depth.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(in_flight.clone()),
             Box::new(capture_seconds.clone()),
             Box::new(outcomes.clone()),
+            Box::new(active_workers.clone()),
+            Box::new(database_up.clone()),
         ] {
             registry.register(collector).expect("registered once");
         }
@@ -66,6 +85,8 @@ impl Metrics {
             in_flight,
             capture_seconds,
             outcomes,
+            active_workers,
+            database_up,
         }
     }
 

@@ -91,6 +91,8 @@ pub struct QueueStatus {
     pub running: i64,
     /// Dead-lettered jobs.
     pub dead: i64,
+    /// Daemons whose heartbeat the database saw in the last 30 s.
+    pub active_workers: i64,
 }
 
 /// Typed calls on the queue functions.
@@ -262,7 +264,8 @@ impl Queue {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "select (s->>'queue_length')::int8, (s->>'running')::int8, (s->>'dead_letter')::int8 \
+                "select (s->>'queue_length')::int8, (s->>'running')::int8, (s->>'dead_letter')::int8, \
+                        (s->>'active_workers')::int8 \
                    from public.capture_queue_status() s",
                 &[],
             )
@@ -271,6 +274,7 @@ impl Queue {
             queued: row.get(0),
             running: row.get(1),
             dead: row.get(2),
+            active_workers: row.get(3),
         })
     }
 

@@ -309,8 +309,13 @@ impl Worker {
             tracing::warn!(error = %error, "Heartbeat failed");
         }
         match self.queue.status().await {
-            Ok(status) => self.metrics.queue_depth.set(status.queued),
+            Ok(status) => {
+                self.metrics.queue_depth.set(status.queued);
+                self.metrics.active_workers.set(status.active_workers);
+                self.metrics.database_up.set(1);
+            }
             Err(error) => {
+                self.metrics.database_up.set(0);
                 tracing::warn!(error = %error, "Reading the queue status failed");
             }
         }

@@ -421,3 +421,59 @@ async fn a_job_arriving_beside_a_running_one_starts_at_once_and_logs_keep_cookie
     let _ = std::fs::remove_file(&log);
     test_db.drop_db().await;
 }
+
+/// What the alerts read from a daemon: the live daemons as the database
+/// sees them (all of them, not only this one), and whether the database
+/// answers at all.
+#[tokio::test]
+async fn metrics_count_live_daemons_and_say_when_the_database_is_gone() {
+    let test_db = TestDb::create(&stack()).await;
+    let db = test_db.client().await;
+    let charts = ChartServer::start(100).await;
+    let (_, dir) = fs_storage();
+    let port = free_port();
+    let mut child = KillOnDrop(daemon(&test_db, &charts, &dir, port, &[], &[]));
+    // A second daemon, as far as the database can tell.
+    db.execute(
+        "select private.capture_worker_heartbeat('another-daemon', 3)",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let scrape = async || -> String {
+        match http.get(&url).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    };
+    wait_for(
+        "both daemons in the metrics",
+        Duration::from_secs(20),
+        async || {
+            let metrics = scrape().await;
+            metrics.contains("\ncapture_active_workers 2\n")
+                && metrics.contains("\ncapture_database_up 1\n")
+        },
+    )
+    .await;
+
+    test_db.drop_db().await;
+    wait_for(
+        "the lost database in the metrics",
+        Duration::from_secs(20),
+        async || scrape().await.contains("\ncapture_database_up 0\n"),
+    )
+    .await;
+    // The last count stays: it is the database's to give, and alerts read
+    // capture_database_up for the outage itself.
+    assert!(
+        scrape().await.contains("\ncapture_active_workers 2\n"),
+        "the last known count is kept"
+    );
+
+    kill(child.0.id(), "-TERM");
+    child.0.wait().unwrap();
+}

@@ -6,6 +6,7 @@
 //! without bound.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use prometheus::{
@@ -29,6 +30,12 @@ pub struct Metrics {
     /// Database path failures by path (`rest`, `pool`) and kind
     /// (`timeout`, `unreachable`, `status`, `decode`).
     pub upstream_errors: IntCounterVec,
+    /// Time of each database call the edge makes itself (`ingest_signal`
+    /// for a webhook, `capture_queue_status` for `/health` and
+    /// `/health/ready`), failed ones included, by path and call: the
+    /// "database slow" alert reads it, and its `_count` is what
+    /// `upstream_errors` is a share of.
+    pub db_calls: HistogramVec,
     /// Webhooks the spool refused (answered 503), by reason (`spool_full`,
     /// `spool_limited`, `spool_failed`).
     pub spool_refusals: IntCounterVec,
@@ -48,6 +55,46 @@ struct SpoolMetrics {
     replays: IntCounterVec,
     /// Two scrapes at once must not both add the same increase.
     sync: Arc<Mutex<()>>,
+}
+
+impl SpoolMetrics {
+    fn new() -> Self {
+        Self {
+            entries: IntGauge::new("spool_entries", "Spooled webhooks waiting for replay.")
+                .expect("valid metric"),
+            bytes: IntGauge::new(
+                "spool_bytes",
+                "Bytes of spooled webhooks waiting for replay.",
+            )
+            .expect("valid metric"),
+            max_bytes: IntGauge::new("spool_max_bytes", "The cap on spool_bytes.")
+                .expect("valid metric"),
+            oldest_age: Gauge::new(
+                "spool_oldest_age_seconds",
+                "Age of the oldest spooled webhook; 0 when the spool is empty.",
+            )
+            .expect("valid metric"),
+            appended: IntCounter::new(
+                "spool_appends_total",
+                "Webhooks durably spooled since start.",
+            )
+            .expect("valid metric"),
+            full: IntCounter::new(
+                "spool_full_total",
+                "Appends refused because the spool was full, since start.",
+            )
+            .expect("valid metric"),
+            replays: IntCounterVec::new(
+                Opts::new(
+                    "spool_replays_total",
+                    "Replays of spooled webhooks, by outcome.",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            sync: Arc::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -85,6 +132,17 @@ impl Metrics {
             &["path", "kind"],
         )
         .expect("valid metric");
+        let db_calls = HistogramVec::new(
+            HistogramOpts::new(
+                "db_call_duration_seconds",
+                "Time of each database call the edge makes, failed ones included, by path and call.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
+            ]),
+            &["path", "call"],
+        )
+        .expect("valid metric");
         let spool_refusals = IntCounterVec::new(
             Opts::new(
                 "spool_refusals_total",
@@ -93,46 +151,13 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
-        let spool = SpoolMetrics {
-            entries: IntGauge::new("spool_entries", "Spooled webhooks waiting for replay.")
-                .expect("valid metric"),
-            bytes: IntGauge::new(
-                "spool_bytes",
-                "Bytes of spooled webhooks waiting for replay.",
-            )
-            .expect("valid metric"),
-            max_bytes: IntGauge::new("spool_max_bytes", "The cap on spool_bytes.")
-                .expect("valid metric"),
-            oldest_age: Gauge::new(
-                "spool_oldest_age_seconds",
-                "Age of the oldest spooled webhook; 0 when the spool is empty.",
-            )
-            .expect("valid metric"),
-            appended: IntCounter::new(
-                "spool_appends_total",
-                "Webhooks durably spooled since start.",
-            )
-            .expect("valid metric"),
-            full: IntCounter::new(
-                "spool_full_total",
-                "Appends refused because the spool was full, since start.",
-            )
-            .expect("valid metric"),
-            replays: IntCounterVec::new(
-                Opts::new(
-                    "spool_replays_total",
-                    "Replays of spooled webhooks, by outcome.",
-                ),
-                &["outcome"],
-            )
-            .expect("valid metric"),
-            sync: Arc::default(),
-        };
+        let spool = SpoolMetrics::new();
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(in_flight.clone()),
             Box::new(upstream_errors.clone()),
+            Box::new(db_calls.clone()),
             Box::new(spool_refusals.clone()),
             Box::new(spool.entries.clone()),
             Box::new(spool.bytes.clone()),
@@ -152,9 +177,18 @@ impl Metrics {
             latency,
             in_flight,
             upstream_errors,
+            db_calls,
             spool_refusals,
             spool,
         }
+    }
+
+    /// Records one database call on `path` (`rest`, `pool`) that started at
+    /// `started`, whatever its result.
+    pub fn db_call(&self, path: &str, call: &str, started: Instant) {
+        self.db_calls
+            .with_label_values(&[path, call])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Brings the spool's series up to date (before a scrape). Without a

@@ -337,7 +337,11 @@ impl App {
                 Err(()) => spool_refused = true,
             }
         }
-        match self.db.ingest(&delivery.call()).await {
+        let started = Instant::now();
+        let result = self.db.ingest(&delivery.call()).await;
+        self.metrics
+            .db_call(self.db.kind(), "ingest_signal", started);
+        match result {
             Ok(outcome) => {
                 if let Some(fallback) = &self.fallback {
                     fallback.learn(&delivery.token, &outcome);
@@ -503,7 +507,11 @@ impl App {
     /// Whether the database path answers and, if not, whether webhooks can
     /// still be spooled.
     async fn database_status(&self) -> (Status, Option<QueueStatus>) {
-        match self.db.queue_status().await {
+        let started = Instant::now();
+        let result = self.db.queue_status().await;
+        self.metrics
+            .db_call(self.db.kind(), "capture_queue_status", started);
+        match result {
             Ok(queue) => (Status::Ok, Some(queue)),
             Err(error) => {
                 let spooling = self.fallback.as_ref().is_some_and(|fallback| {

@@ -8,6 +8,7 @@ readonly REPO_ROOT
 # Where cargo puts what it builds: CARGO_TARGET_DIR when set (checkouts sharing a machine may each
 # keep their own; a relative one is relative to the checkout, where the scripts run cargo), else
 # target/ in the checkout.
+# shellcheck disable=SC2034 # used by the files that source this one
 CARGO_TARGET="${CARGO_TARGET_DIR:-target}"
 [[ "$CARGO_TARGET" == /* ]] || CARGO_TARGET="$REPO_ROOT/$CARGO_TARGET"
 

@@ -14,6 +14,7 @@ STACK_APT_PACKAGES=(
   curl                                   # readiness checks
   openssl                                # secrets and the HS256 API keys
   util-linux                             # setpriv, to run the stack as an unprivileged user
+  systemd                                # systemd-analyze, to verify deploy/systemd
 )
 
 apt_missing_packages() {
