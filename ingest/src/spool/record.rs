@@ -27,7 +27,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::signal::WebhookToken;
+use webhook_token::WebhookToken;
 
 /// The payload version this ingest writes and reads.
 pub(super) const VERSION: u8 = 1;
@@ -255,7 +255,7 @@ pub(super) mod tests {
     use uuid::Uuid;
 
     use super::{DecodeError, Frame, HEADER_LEN, SpooledWebhook, next_frame};
-    use crate::signal::WebhookToken;
+    use webhook_token::WebhookToken;
 
     pub(crate) const TOKEN: &str = "q3vG7Xk1_Zp0-LmN2bC4dE5fG6hI7jK8lM9nO0pQ1rS";
 
