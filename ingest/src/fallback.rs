@@ -32,14 +32,14 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use webhook_spool::{
+    ReplayCounters, ReplayOutcome, ReplaySink, Spool, SpoolError, SpoolStats, SpooledWebhook,
+    Transient,
+};
 
 use crate::db::{Database, IngestOutcome};
 use crate::delivery::Delivery;
 use crate::signal::WebhookToken;
-use crate::spool::{
-    ReplayCounters, ReplayOutcome, ReplaySink, Spool, SpoolError, SpoolStats, SpooledWebhook,
-    Transient,
-};
 
 /// How long a token the database recognised counts as known.
 const KNOWN_FOR: Duration = Duration::from_hours(24);

@@ -15,11 +15,11 @@ use ingest::guard::Guard;
 use ingest::metrics::Metrics;
 use ingest::server::{App, Settings};
 use ingest::session::{SessionConfig, SessionState};
-use ingest::spool::{Backoff, Replayer, Spool, SpoolConfig};
 use service_runtime::http::Drain;
 use service_runtime::{cli, shutdown, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use webhook_spool::{Backoff, Replayer, Spool, SpoolConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -42,6 +42,7 @@ use serde_json::{Value, json};
 use service_runtime::http::{Drain, Limits, serve_with};
 use tokio::net::TcpListener;
 use tracing::Instrument as _;
+use webhook_spool::SpooledWebhook;
 
 use crate::api::{Accepted, ApiError, Body, Spooled, json};
 use crate::db::{Database, DbError, IngestOutcome, QueueStatus};
@@ -51,7 +52,6 @@ use crate::guard::{Guard, Probe};
 use crate::metrics::Metrics;
 use crate::session::{self, SessionState};
 use crate::signal::WebhookToken;
-use crate::spool::SpooledWebhook;
 
 /// Request-level limits and the drain deadline.
 #[derive(Clone, Copy, Debug)]

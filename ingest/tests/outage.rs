@@ -19,7 +19,6 @@ use ingest::fallback::{DatabaseSink, Fallback, KnownTokens};
 use ingest::guard::Guard;
 use ingest::metrics::Metrics;
 use ingest::server::{App, Settings};
-use ingest::spool::{Backoff, Replayer, Spool, SpoolConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
 use service_runtime::SecretString;
@@ -27,6 +26,7 @@ use stack_tests::{Stack, Trader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+use webhook_spool::{Backoff, Replayer, Spool, SpoolConfig};
 
 /// What the forwarder does with connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
