@@ -20,8 +20,9 @@
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`delivery`]: one webhook as `ingest_signal` takes it, built the same
 //!   way when answered live and when replayed from the spool.
-//! - [`fallback`]: the spool as the edge uses it (when to spool, who may
-//!   fill it) and the replay sink that calls the database.
+//! - [`spool_admission`]: the outage admission policy: when a webhook is
+//!   spooled instead of stored, who may fill the spool while tokens cannot
+//!   be checked, and the replay sink that calls the database.
 //! - [`api`]: the JSON answers and [`api::ApiError`], the single place where
 //!   an error becomes an HTTP status and body.
 //!
@@ -41,12 +42,12 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod delivery;
-pub mod fallback;
 pub mod guard;
 pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod signal;
+pub mod spool_admission;
 
 pub use config::Config;
 pub use server::run;
