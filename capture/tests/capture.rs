@@ -12,7 +12,7 @@ use capture::daemon::{self, Stopped};
 use capture::storage::Storage;
 use capture::worker::Mode;
 use service_runtime::SecretString;
-use stack_tests::TestDb;
+use stack_harness::TestDb;
 use support::*;
 use tokio::net::TcpListener;
 

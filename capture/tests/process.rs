@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use stack_tests::TestDb;
+use stack_harness::TestDb;
 use support::*;
 use tokio_postgres::Client;
 
@@ -143,7 +143,7 @@ async fn signed_in_trader(
     db: &Client,
     charts: &ChartServer,
     chart_id: &str,
-) -> stack_tests::Trader {
+) -> stack_harness::Trader {
     let trader = unlimited_trader(db).await;
     let tv = session(chart_id);
     sign_in(db, &trader, &tv, chart_id).await;

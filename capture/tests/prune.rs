@@ -15,7 +15,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use service_runtime::SecretString;
-use stack_tests::{Stack, TestDb, trader_in};
+use stack_harness::{Stack, TestDb, trader_in};
 use tokio::net::TcpListener;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;

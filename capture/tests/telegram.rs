@@ -309,7 +309,7 @@ async fn signal_of_trader(
     chat: Option<&str>,
     on_failure: bool,
 ) -> uuid::Uuid {
-    let trader = stack_tests::trader_in(db, "free").await;
+    let trader = stack_harness::trader_in(db, "free").await;
     db.execute(
         "update public.user_config set notify_telegram = $2, telegram_chat_id = $3, notify_on_failure = $4 \
           where user_id = $1",
@@ -329,7 +329,7 @@ async fn signal_of_trader(
 
 #[tokio::test]
 async fn notifications_follow_the_traders_settings_read_fresh() {
-    let stack = stack_tests::Stack::from_env();
+    let stack = stack_harness::Stack::from_env();
     let db = stack.db().await;
     let png = || Screenshot::Captured(Bytes::from_static(PNG));
     let failed = || Screenshot::Failed("page never ready".into());

@@ -22,7 +22,7 @@ use ingest::spool_admission::{DatabaseSink, KnownTokens, SpoolAdmission};
 use reqwest::StatusCode;
 use serde_json::Value;
 use service_runtime::SecretString;
-use stack_tests::{Stack, Trader};
+use stack_harness::{Stack, Trader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use uuid::Uuid;

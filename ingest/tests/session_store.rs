@@ -11,7 +11,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use ingest::session::{PATH, SessionConfig, SessionState, handle};
 use secrecy::SecretString;
-use stack_tests::Stack;
+use stack_harness::Stack;
 
 fn keyring() -> Keyring {
     let key = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);

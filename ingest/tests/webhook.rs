@@ -15,7 +15,7 @@ use ingest::server::{App, Settings};
 use reqwest::StatusCode;
 use serde_json::Value;
 use service_runtime::SecretString;
-use stack_tests::{Stack, Trader};
+use stack_harness::{Stack, Trader};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;

@@ -214,13 +214,16 @@ bench_soak() {
 
   echo "== after the load: captures drained, accepted alerts reconciled"
   load_wait_captures "soak-alerts.$tag" 60 300
-  local figures sent a2 a5 none given_up spooled stored dups lost completed failed no_reason skipped stuck unanswered
-  figures="$(load_reconcile "soak-alerts.$tag" "$alerts_out")"
+  local report figures sent a2 a5 none given_up spooled stored dups lost completed failed no_reason skipped stuck unanswered
+  report="$(load_reconcile "soak-alerts.$tag" "$alerts_out")" || die "reconciling the alerts failed (above)"
+  figures="${report%%$'\n'*}"
   IFS='|' read -r sent a2 a5 none given_up spooled stored dups lost completed failed no_reason skipped stuck unanswered <<<"$figures"
   printf '  alerts: sent %d, 2xx answers %d (spooled %d), 5xx %d, no answer %d, given up %d; stored %d (without a 2xx %d),\n' \
     "$sent" "$a2" "$spooled" "$a5" "$none" "$given_up" "$stored" "$unanswered"
   printf '          duplicates %d, 2xx without a signal %d; captures completed %d, failed %d (without a reason %d), skipped %d, stuck %d\n' \
     "$dups" "$lost" "$completed" "$failed" "$no_reason" "$skipped" "$stuck"
+  # The violations and notes webhook-load found, if any.
+  grep -E '^(violation|note) ' <<<"$report" | sed 's/^/  /' || true
   awk -F'\t' '{ n++; if ($3 == "403") r++ } END { printf "  edge:   sent %d, answered 403 %d, other %d\n", n, r, n - r }' "$edge_out"
   echo "== verdict (minute 1 is the warm-up)"
   local segment

@@ -5,6 +5,12 @@
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 readonly REPO_ROOT
 
+# Where cargo puts what it builds: CARGO_TARGET_DIR when set (checkouts sharing a machine may each
+# keep their own; a relative one is relative to the checkout, where the scripts run cargo), else
+# target/ in the checkout.
+CARGO_TARGET="${CARGO_TARGET_DIR:-target}"
+[[ "$CARGO_TARGET" == /* ]] || CARGO_TARGET="$REPO_ROOT/$CARGO_TARGET"
+
 # PostgreSQL 15 server binaries from the Debian packages (not on PATH by default).
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 

@@ -4,13 +4,14 @@
 # Needs scripts/lib/common.sh, stack.sh, ingest.sh and capture.sh, and a configured stack
 # (stack_config, or scripts/test's configure_test_stack).
 #
-# The load is the `webhook-load` binary of the stack-tests crate (tests/src/bin/webhook-load.rs):
-# open loop, several traders, TradingView's retries, one line per webhook with a unique marker
-# (`"chaos_id":"<label>-<n>"` in the JSON alert, kept in public.signals.raw_message). Traders are on
-# a plan of their own without quota or rate limit, so every refusal is the system's, not a rule's.
-# Captures hit nothing but 127.0.0.1: these traders have no TradingView session, so the daemon
-# renders its built-in chart from a data: URL, and the chart URL template points at a closed local
-# port anyway.
+# The load and the checks are the `webhook-load` tool (tests/load/): `send` is open loop, from
+# several traders, with TradingView's retries, one line per webhook with a unique marker
+# (`"chaos_id":"<label>-<n>"` in the JSON alert, kept in public.signals.raw_message); `wait-spool`,
+# `wait-captures` and `reconcile` read ingest's /health and the database. This file starts and
+# stops things. Traders are on a plan of their own without quota or rate limit, so every refusal is
+# the system's, not a rule's. Captures hit nothing but 127.0.0.1: these traders have no
+# TradingView session, so the daemon renders its built-in chart from a data: URL, and the chart URL
+# template points at a closed local port anyway.
 
 LOAD_TRADERS="${LOAD_TRADERS:-6}"
 LOAD_PLAN=loadtest
@@ -21,7 +22,7 @@ load_config() {
   capture_config
   LOAD_WORK="$STACK_DIR/load"
   LOAD_TOKENS="$LOAD_WORK/tokens"
-  LOAD_BIN="$REPO_ROOT/target/debug/webhook-load"
+  LOAD_BIN="$CARGO_TARGET/debug/webhook-load"
   # What the daemons get on top of stack.env (ingest_start and capture_start keep the caller's
   # environment; ingest's spool is its own, $INGEST_SPOOL).
   export CAPTURE_CHART_URL_TEMPLATE="http://127.0.0.1:9/chart/{chart_id}/?symbol={symbol}"
@@ -37,7 +38,7 @@ load_config() {
 load_build() {
   info "building ingest, capture and webhook-load (cargo build, debug)"
   (cd "$REPO_ROOT" && cargo build -q -p ingest && cargo build -q -p capture &&
-    cargo build -q -p stack-tests --bin webhook-load) || die "cargo build failed"
+    cargo build -q -p webhook-load) || die "cargo build failed"
 }
 
 # A plan without limits and traders on it; their tokens, one per line, in a file:
@@ -86,7 +87,7 @@ load_start() {
   local label="$1" rate="$2" seconds="$3"
   shift 3
   LOAD_OUT="$LOAD_WORK/$label.tsv"
-  "$LOAD_BIN" --url "$INGEST_URL" --tokens "$LOAD_TOKENS" --rate "$rate" --duration "${seconds}s" \
+  "$LOAD_BIN" send --url "$INGEST_URL" --tokens "$LOAD_TOKENS" --rate "$rate" --duration "${seconds}s" \
     --label "$label" --out "$LOAD_OUT" "$@" 2>"$LOAD_WORK/$label.summary" &
   LOAD_PID=$!
 }
@@ -95,97 +96,27 @@ load_wait() {
   wait "$LOAD_PID" || die "webhook-load failed: $(cat "$LOAD_WORK/$(basename "$LOAD_OUT" .tsv).summary")"
 }
 
-# ingest's /health; prints the spool's entry count, or nothing when ingest reports no spool.
-load_spool_entries() {
-  curl -s --max-time 2 "$INGEST_URL/health" | grep -o '"spool":{[^}]*}' | grep -o '"entries":[0-9]*' | cut -d: -f2
-}
-
 # Waits (at most $1 s) until ingest reports an empty spool, if it reports a spool at all.
 load_wait_spool_empty() {
-  local limit="$1" entries i
-  for ((i = 0; i < limit * 2; i++)); do
-    entries="$(load_spool_entries || true)"
-    [[ -z "$entries" || "$entries" == 0 ]] && return 0
-    sleep 0.5
-  done
-  warn "ingest still reports $entries spooled webhooks after $limit s"
+  "$LOAD_BIN" wait-spool --ingest-url "$INGEST_URL" --timeout "${1}s"
 }
 
-# Signals of one load run that still wait for their capture (pending or processing).
-load_open_captures() {
-  psql_as "$(database_url)" -At -v label="$1" <<'SQL'
-select count(*) from public.signals
- where raw_message like '%"chaos_id":"' || :'label' || '-%'
-   and screenshot_status in ('pending', 'processing')
-SQL
-}
-
-# Waits until every signal of the run has a final screenshot status, giving up once the number of
+# Waits until every signal of run $1 has a final screenshot status, giving up once the number of
 # open ones has not moved for $2 s (longer than a lease plus the whole retry schedule, so a job
 # whose daemon died has had its chance) or after $3 s in all. What is still open then is stuck.
 load_wait_captures() {
-  local label="$1" idle_limit="$2" total_limit="$3" open last="" since started
-  started="$(date +%s)"
-  since="$started"
-  while :; do
-    open="$(load_open_captures "$label")"
-    [[ "$open" == 0 ]] && return 0
-    if [[ "$open" != "$last" ]]; then
-      last="$open"
-      since="$(date +%s)"
-    fi
-    (($(date +%s) - since >= idle_limit)) && return 0
-    (($(date +%s) - started >= total_limit)) && return 0
-    sleep 1
-  done
+  DATABASE_URL="$(database_url)" "$LOAD_BIN" wait-captures --label "$1" --idle-limit "${2}s" --total-limit "${3}s"
 }
 
-# Reconciles one run: prints one line of '|'-separated figures,
+# Reconciles run $1 (its `send` file $2) with the database. Prints one line of '|'-separated
+# figures,
 #   sent|answers_2xx|answers_5xx|no_answer|given_up|spooled|stored|duplicates|lost|
 #   completed|failed|failed_without_reason|skipped|stuck|stored_without_2xx
-# where lost = webhooks answered 2xx whose marker is not stored (or not under the signal id the
-# answer named), duplicates = markers stored more than once, stuck = signals still pending or
-# processing (or whose job is still queued or running).
+# then a `violation <text>` line for each promise the run broke (lost, stored twice, stuck, failed
+# without a reason, captures that do not add up) and a `note <text>` line for each thing worth
+# knowing (tests/load/src/reconcile.rs).
 load_reconcile() {
-  local label="$1" file="$2"
-  psql_as "$(database_url)" -At -F '|' -v label="$label" <<SQL
-create temp table sent (marker text primary key, sent_at_ms bigint, final text, attempts int,
-                        answers text, latency_ms numeric, signal_id text, spooled int);
-\\copy sent from '$file'
-create temp table stored as
-select substring(s.raw_message from '"chaos_id":"([^"]+)"') as marker, s.id, s.screenshot_status,
-       s.screenshot_error, j.state as job_state
-  from public.signals s left join private.capture_jobs j on j.signal_id = s.id
- where s.raw_message like '%"chaos_id":"' || :'label' || '-%';
-with answered as (
-  select marker, signal_id, spooled,
-         (select count(*) from regexp_split_to_table(answers, ',') a where a ~ '^2') as n2xx,
-         (select count(*) from regexp_split_to_table(answers, ',') a where a ~ '^5') as n5xx,
-         (select count(*) from regexp_split_to_table(answers, ',') a where a = 'none') as nnone,
-         final
-    from sent
-)
-select (select count(*) from sent),
-       (select sum(n2xx) from answered),
-       (select sum(n5xx) from answered),
-       (select sum(nnone) from answered),
-       (select count(*) from answered where final = 'none' or final ~ '^5' and final <> '504'),
-       (select count(*) from answered where spooled = 1),
-       (select count(distinct marker) from stored),
-       (select count(*) from (select marker from stored group by marker having count(*) > 1) d),
-       (select count(*) from answered a
-         where a.n2xx > 0
-           and not exists (select from stored s
-                            where s.marker = a.marker and (a.signal_id = '-' or s.id::text = a.signal_id))),
-       (select count(*) from stored where screenshot_status = 'completed'),
-       (select count(*) from stored where screenshot_status = 'failed'),
-       (select count(*) from stored where screenshot_status in ('failed', 'skipped')
-                                      and coalesce(screenshot_error, '') = ''),
-       (select count(*) from stored where screenshot_status = 'skipped'),
-       (select count(*) from stored where screenshot_status in ('pending', 'processing')
-                                       or job_state in ('queued', 'running')),
-       (select count(*) from stored s where not exists (select from answered a where a.marker = s.marker and a.n2xx > 0));
-SQL
+  DATABASE_URL="$(database_url)" "$LOAD_BIN" reconcile --label "$1" --sent "$2"
 }
 
 # --- process memory ----------------------------------------------------------------------------

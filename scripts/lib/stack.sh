@@ -169,13 +169,13 @@ stack_start_postgres() {
 }
 
 stack_bootstrap() {
-  info "bootstrap: Supabase roles, schemas and tooling (scripts/bootstrap/)"
+  info "bootstrap: Supabase roles, schemas and tooling (supabase/bootstrap/)"
   {
     psql_as "$(database_url)" --single-transaction \
       -v postgres_password="$(secret postgres_password)" \
       -v authenticator_password="$(secret authenticator_password)" \
-      -f "$REPO_ROOT/scripts/bootstrap/supabase-compat.sql" &&
-      psql_as "$(database_url)" --single-transaction -f "$REPO_ROOT/scripts/bootstrap/local-tooling.sql"
+      -f "$REPO_ROOT/supabase/bootstrap/supabase-compat.sql" &&
+      psql_as "$(database_url)" --single-transaction -f "$REPO_ROOT/supabase/bootstrap/local-tooling.sql"
   } >>"$LOG_DIR/bootstrap.log" 2>&1 || die "the bootstrap failed, see $LOG_DIR/bootstrap.log"
 }
 
@@ -486,7 +486,7 @@ TEST_TEMPLATE_DATABASE=signal_capture_template
 
 stack_test_template() {
   local fingerprint
-  fingerprint="$(cat "$REPO_ROOT"/supabase/migrations/*.sql "$REPO_ROOT"/scripts/bootstrap/*.sql | sha256sum | cut -c1-16)"
+  fingerprint="$(cat "$REPO_ROOT"/supabase/migrations/*.sql "$REPO_ROOT"/supabase/bootstrap/*.sql | sha256sum | cut -c1-16)"
   if [[ "$(cat "$STATE_DIR/test-template" 2>/dev/null)" == "$fingerprint" ]]; then
     info "test template: $TEST_TEMPLATE_DATABASE is current"
     return 0
@@ -503,8 +503,8 @@ stack_test_template() {
       psql_as "$template_admin" --single-transaction \
         -v postgres_password="$(secret postgres_password)" \
         -v authenticator_password="$(secret authenticator_password)" \
-        -f "$REPO_ROOT/scripts/bootstrap/supabase-compat.sql" &&
-      psql_as "$template_admin" --single-transaction -f "$REPO_ROOT/scripts/bootstrap/local-tooling.sql" &&
+        -f "$REPO_ROOT/supabase/bootstrap/supabase-compat.sql" &&
+      psql_as "$template_admin" --single-transaction -f "$REPO_ROOT/supabase/bootstrap/local-tooling.sql" &&
       supabase_cli migration up --db-url "$template_postgres"
   } >>"$LOG_DIR/test-template.log" 2>&1 || die "building the test template failed, see $LOG_DIR/test-template.log"
   printf '%s\n' "$fingerprint" >"$STATE_DIR/test-template"

@@ -1,4 +1,4 @@
--- signal-capture: the tables.
+-- signal-capture: the tables, their types and their indexes.
 --
 -- What this migration guarantees:
 --   * `public` holds only what the dashboard reads through PostgREST and Realtime: `plans`,
@@ -9,10 +9,15 @@
 --     it, so lease churn never reaches Realtime subscribers and never bloats `signals`.
 --   * Every foreign key and every policy/dashboard filter has an index; `(user_id, timestamp desc)`
 --     first, because "my signals, newest first" is the dashboard's main query.
+--   * Telegram settings are validated where they are stored, so the capture daemon can send to
+--     whatever it finds there: a chat id the Bot API accepts, and notifications only with a chat.
+--   * A replayed webhook is stored once, however late the replay comes: at most one accepted
+--     delivery per trader and edge delivery id.
 --
--- Functions, triggers and policies are not here: they are regenerated into later migrations from
--- sql/, rls-policies/ and storage-policies/ (one source of truth; `scripts/sync-migrations --check`
--- fails when the two drift).
+-- Functions, triggers and policies are not here: scripts/sync-migrations generates them into the
+-- migrations after this one from sql/, rls-policies/ and storage-policies/ (one source of truth;
+-- `scripts/sync-migrations --check` fails when the two drift). A change to a table is a new
+-- hand-written migration; this one is never edited again once a project has applied it.
 
 create schema if not exists private;
 comment on schema private is
@@ -71,12 +76,23 @@ create table public.user_config (
   screenshot_resolution text not null default '720p' check (screenshot_resolution in ('720p', '1080p')),
   chart_theme text not null default 'dark' check (chart_theme in ('dark', 'light')),
   notify_telegram boolean not null default false,
-  telegram_chat_id text check (telegram_chat_id ~ '^(-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$'),
+  -- A chat the Bot API's sendMessage/sendPhoto accept as `chat_id`: a numeric id (a user's
+  -- positive id, a group's negative id, a supergroup's or channel's -100... id; never 0, no leading
+  -- zeros, at most 16 digits: Telegram ids fit in 52 bits) or a public channel's @username (5 to 32
+  -- letters, digits and underscores, starting with a letter and not ending with an underscore).
+  telegram_chat_id text check (telegram_chat_id ~ '^(-?[1-9][0-9]{0,15}|@[A-Za-z][A-Za-z0-9_]{3,30}[A-Za-z0-9])$'),
   notify_on_failure boolean not null default true,
   created_at timestamptz not null default now(),
-  updated_at timestamptz not null default now()
+  updated_at timestamptz not null default now(),
+  constraint user_config_telegram_needs_chat_check check (not notify_telegram or telegram_chat_id is not null)
 );
 comment on table public.user_config is 'Per-trader settings, webhook token, sealed TradingView session, plan and quota counters.';
+comment on column public.user_config.notify_telegram is
+  'Send each completed capture (signal and screenshot) to telegram_chat_id. Needs a chat id.';
+comment on column public.user_config.telegram_chat_id is
+  'Telegram chat for notifications: a numeric chat id (negative for groups and channels) or a public channel''s @username.';
+comment on column public.user_config.notify_on_failure is
+  'With notify_telegram: also report captures that failed, with the reason.';
 create index user_config_plan_idx on public.user_config (plan);
 
 -- ---------------------------------------------------------------------------------------------
@@ -113,6 +129,10 @@ comment on table public.signals is 'Trading signals received from TradingView we
 comment on column public.signals."timestamp" is 'When the alert fired: the time in the alert if it carried one, else when the webhook arrived.';
 create index signals_user_timestamp_idx on public.signals (user_id, "timestamp" desc);
 create index signals_user_ticker_timestamp_idx on public.signals (user_id, ticker, "timestamp" desc);
+-- `capture prune` asks for the oldest signals that still have a stored screenshot
+-- (private.screenshots_due_for_pruning in sql/50_retention.sql); this partial index holds exactly
+-- those rows, in that order, and shrinks as screenshots are pruned.
+create index signals_screenshot_created_idx on public.signals (created_at) where screenshot_path is not null;
 
 -- ---------------------------------------------------------------------------------------------
 -- webhook_deliveries: the trader's delivery log, one row per call on their token.
@@ -130,11 +150,26 @@ create table public.webhook_deliveries (
   chart_id text check (length(chart_id) <= 64),
   -- The start of what was sent, so a trader can see what a rejected alert said.
   body_excerpt text check (length(body_excerpt) <= 500),
+  -- The webhook edge gives each request a delivery id (a UUIDv7) and sends it with every call of
+  -- public.ingest_signal for that request. When a call commits but its answer is lost (a timeout, a
+  -- crash of ingest), the edge spools the webhook and replays it later with the same id, and
+  -- ingest_signal answers `duplicate` with the first signal instead of storing a second one (the
+  -- 30-second fingerprint window cannot: a replay may come hours later). Null for callers that
+  -- send none. The ids live as long as the delivery log: no table to insert into or prune on the
+  -- hot path, which only adds an entry to the unique index below for an accepted delivery.
+  delivery_id uuid,
   check ((outcome = 'rejected') = (reason is not null))
 );
 comment on table public.webhook_deliveries is 'Delivery log: one row per webhook call on a trader''s token (accepted, duplicate, rejected and why).';
+comment on column public.webhook_deliveries.delivery_id is
+  'The id the webhook edge gave this request; the same id on a replay, so a replay of an accepted delivery is recognised.';
 create index webhook_deliveries_user_received_idx on public.webhook_deliveries (user_id, received_at desc);
 create index webhook_deliveries_signal_idx on public.webhook_deliveries (signal_id);
+-- At most one accepted delivery per trader and delivery id; also what the replay lookup reads.
+-- Duplicate and rejected rows may repeat an id: they log every replay.
+create unique index webhook_deliveries_user_delivery_idx
+  on public.webhook_deliveries (user_id, delivery_id)
+  where outcome = 'accepted' and delivery_id is not null;
 
 -- ---------------------------------------------------------------------------------------------
 -- private.capture_jobs: the capture queue. One row per signal still to capture (or dead-lettered).

@@ -21,7 +21,7 @@ use capture::storage::Storage;
 use capture::worker::{Settings, Worker};
 use cookie_seal::{Keyring, TradingViewSession};
 use service_runtime::SecretString;
-use stack_tests::{Stack, TestDb, Trader};
+use stack_harness::{Stack, TestDb, Trader};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio_postgres::Client;
@@ -283,7 +283,7 @@ pub async fn unlimited_trader(db: &Client) -> Trader {
     )
     .await
     .unwrap();
-    stack_tests::trader_in(db, "unlimited_test").await
+    stack_harness::trader_in(db, "unlimited_test").await
 }
 
 /// The signal's screenshot fields and its job row (if any).

@@ -1,7 +1,7 @@
 //! `ingest_signal` under concurrency, through the real PostgREST: the quota admits exactly its limit.
 
 use futures::StreamExt;
-use stack_tests::Stack;
+use stack_harness::Stack;
 
 #[tokio::test]
 async fn a_thousand_concurrent_alerts_at_the_quota_edge_admit_exactly_the_quota() {

@@ -3,7 +3,7 @@
 //! (The Storage server itself cannot run here; its REST contract is tested with a stub in capture.)
 
 use serde_json::json;
-use stack_tests::Stack;
+use stack_harness::Stack;
 use uuid::Uuid;
 
 #[tokio::test]

@@ -21,7 +21,7 @@
 --
 --   psql --single-transaction -v ON_ERROR_STOP=1 \
 --        -v postgres_password=... -v authenticator_password=... \
---        -f scripts/bootstrap/supabase-compat.sql
+--        -f supabase/bootstrap/supabase-compat.sql
 --
 -- Sources (read them to see what is mirrored and why; nothing here is copied verbatim):
 --   supabase/postgres  migrations/db/init-scripts/*.sql, migrations/db/migrations/*.sql and

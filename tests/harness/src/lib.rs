@@ -1,7 +1,9 @@
-//! End-to-end tests against the real local stack: PostgreSQL 15 with the Supabase-compatible
-//! bootstrap and this project's migrations, PostgREST, and the gateway that gives it Supabase's URL
-//! layout. `scripts/test` starts a throwaway stack and exports its `stack.env`; to run these by
-//! hand against `scripts/dev up`, export `.dev/stack.env` first (`set -a; . .dev/stack.env`).
+//! What every test that runs against the real local stack uses: PostgreSQL 15 with the
+//! Supabase-compatible bootstrap and this project's migrations, PostgREST, and the gateway that
+//! gives it Supabase's URL layout. `scripts/test` starts a throwaway stack and exports its
+//! `stack.env`; to run tests by hand against `scripts/dev up`, export `.dev/stack.env` first
+//! (`set -a; . .dev/stack.env`). The end-to-end suite (`tests/it`) and the integration tests of
+//! ingest and capture depend on it; it depends on none of them, so any crate may use it.
 //!
 //! Layout:
 //! - [`Stack`] reads the stack's settings from the environment once.
@@ -33,6 +35,8 @@ pub struct Stack {
     pub jwt_secret: String,
     /// Superuser connection (test setup only; the product never uses it).
     pub database_url: String,
+    /// The non-superuser `postgres`, as migrations run on a hosted project.
+    pub postgres_url: String,
     /// The migrated database that [`TestDb`] clones.
     pub template_database: String,
     http: reqwest::Client,
@@ -67,6 +71,7 @@ impl Stack {
             service_role_key: env("SUPABASE_SERVICE_ROLE_KEY"),
             jwt_secret: env("SUPABASE_JWT_SECRET"),
             database_url: env("DATABASE_URL"),
+            postgres_url: env("POSTGRES_URL"),
             template_database: env("TEST_TEMPLATE_DATABASE"),
             http: reqwest::Client::new(),
         }
@@ -198,7 +203,10 @@ pub async fn trader_in(db: &Client, plan: &str) -> Trader {
 #[derive(Debug)]
 pub struct TestDb {
     pub name: String,
+    /// As the superuser.
     pub url: String,
+    /// As the non-superuser `postgres` (what the supabase CLI connects as).
+    pub postgres_url: String,
     admin_url: String,
 }
 
@@ -214,9 +222,11 @@ impl TestDb {
             )
             .await
             .expect("advisory lock");
+        // Owned by `postgres`, as the template and a Supabase project's database are: in
+        // PostgreSQL 15 `public` belongs to the database owner, so that is who may create in it.
         let created = admin
             .batch_execute(&format!(
-                "create database {name} template {}",
+                "create database {name} owner postgres template {}",
                 quote_ident(&stack.template_database)
             ))
             .await;
@@ -229,9 +239,11 @@ impl TestDb {
             .expect("advisory unlock");
         created.unwrap_or_else(|e| panic!("cannot clone the template database: {e}"));
         let url = replace_database(&stack.database_url, &name);
+        let postgres_url = replace_database(&stack.postgres_url, &name);
         Self {
             name,
             url,
+            postgres_url,
             admin_url: stack.database_url.clone(),
         }
     }

@@ -44,7 +44,7 @@ begin
   create schema supabase_compat authorization supabase_admin;
   revoke all on schema supabase_compat from public;
   comment on schema supabase_compat is
-    'Local stack only: emulates supautils.policy_grants / drop_trigger_grants for postgres (scripts/bootstrap/60-policy-grants-emulation.sql).';
+    'Local stack only: emulates supautils.policy_grants / drop_trigger_grants for postgres (supabase/bootstrap/60-policy-grants-emulation.sql).';
 
   -- The tables of supautils.policy_grants and supautils.drop_trigger_grants for postgres, as in
   -- conf.d/supautils.conf (both lists are the same).
@@ -122,7 +122,7 @@ begin
           using errcode = '42501',
                 hint = 'Supabase lets postgres only create/alter/drop policies and create/drop triggers '
                        'on auth and storage tables (supautils.policy_grants); this local stack '
-                       'enforces the same (scripts/bootstrap/60-policy-grants-emulation.sql).';
+                       'enforces the same (supabase/bootstrap/60-policy-grants-emulation.sql).';
       end loop;
     end
     $$;
@@ -166,7 +166,7 @@ begin
           using errcode = '42501',
                 hint = 'Supabase lets postgres only drop policies and triggers on auth and storage '
                        'tables (supautils.drop_trigger_grants); this local stack enforces the same '
-                       '(scripts/bootstrap/60-policy-grants-emulation.sql).';
+                       '(supabase/bootstrap/60-policy-grants-emulation.sql).';
       end loop;
     end
     $$;

@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use stack_tests::{As, Stack, Trader};
+use stack_harness::{As, Stack, Trader};
 
 async fn rows(stack: &Stack, path: &str, who: As<'_>) -> (StatusCode, Value) {
     let response = stack
@@ -236,7 +236,7 @@ async fn anonymous_callers_get_nothing() {
 async fn only_the_service_role_calls_ingest_signal() {
     let stack = Stack::from_env();
     let a = stack.trader("free").await;
-    let args = stack_tests::ingest_args(&a.webhook_token, "BINANCE:BTCUSDT long");
+    let args = stack_harness::ingest_args(&a.webhook_token, "BINANCE:BTCUSDT long");
 
     let as_user = stack
         .rest(Method::POST, "rpc/ingest_signal", As::User(&a))

@@ -5,7 +5,7 @@
 
 use futures::StreamExt;
 use serde_json::Value;
-use stack_tests::{As, Stack, ingest_args};
+use stack_harness::{As, Stack, ingest_args};
 use uuid::Uuid;
 
 async fn ingest_with_id(stack: &Stack, token: &str, body: &str, at: &str, id: Uuid) -> Value {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use stack_tests::{Stack, TestDb, trader_in};
+use stack_harness::{Stack, TestDb, trader_in};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use uuid::Uuid;
 
@@ -45,7 +45,7 @@ async fn concurrent_workers_never_hold_the_same_job() {
     let workers = (0..4).map(|w| {
         let url = test_db.url.clone();
         tokio::spawn(async move {
-            let client = stack_tests::connect(&url).await;
+            let client = stack_harness::connect(&url).await;
             let mut mine = Vec::new();
             loop {
                 let rows = client

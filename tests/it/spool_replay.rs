@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, SubsecRound as _, Utc};
 use ingest::signal::{Signal, WebhookToken};
-use stack_tests::Stack;
+use stack_harness::Stack;
 use tokio_postgres::Client;
 use uuid::Uuid;
 use webhook_spool::{

@@ -22,7 +22,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
-use stack_tests::{Stack, TestDb, Trader, trader_in};
+use stack_harness::{Stack, TestDb, Trader, trader_in};
 use tokio_postgres::Client;
 use uuid::Uuid;
 

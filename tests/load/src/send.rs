@@ -1,28 +1,17 @@
-//! `webhook-load`: a bounded, open-loop load of webhooks from several simulated traders, retried
-//! the way TradingView retries, for `scripts/chaos` and `scripts/bench soak`.
+//! `webhook-load send`: a bounded, open-loop load of webhooks from several simulated traders,
+//! retried the way TradingView retries.
 //!
 //! Webhook `n` (0-based) leaves at `n / rate` seconds after the start, whatever happened to the
 //! earlier ones (open loop: an outage does not slow the schedule down, as it does not slow
 //! TradingView down). It goes to trader `n mod T` of the tokens file and carries a unique marker,
-//! `"chaos_id":"<label>-<n>"`, in a JSON alert, so the caller can find it again in
+//! `"chaos_id":"<label>-<n>"`, in a JSON alert, so `reconcile` can find it again in
 //! `public.signals.raw_message`.
 //!
 //! Each attempt has TradingView's 3 s deadline. A 5xx other than 504, a connection error or a
 //! missed deadline ("no answer") is tried again after `--retry-delay`, at most `--retries` times;
-//! any other answer is final. Every attempt's answer is recorded, so the caller can count 2xx and
-//! 5xx answers, not only final outcomes.
-//!
-//! Output (`--out`), one tab-separated line per webhook, written when the webhook is finished:
-//!
-//! ```text
-//! marker  sent_at_ms  final  attempts  answers  first_latency_ms  signal_id  spooled
-//! chaos-pg-17  1763880000123  200  2  503,200  2001.417  0b3c…  0
-//! ```
-//!
-//! `final` and each of `answers` is an HTTP status or `none`; `sent_at_ms` is the first attempt's
-//! wall-clock time (Unix ms) and `first_latency_ms` its latency (until the answer, the error or the
-//! deadline); `signal_id` is the answer's `signal_id` (or `-`); `spooled` is 1 when the answer said
-//! the webhook was spooled for later (`"spooled":true`). A summary goes to standard error.
+//! any other answer is final. Every attempt's answer is recorded (one line per webhook in `--out`,
+//! in the format of [`crate::outcome`]), so the caller can count 2xx and 5xx answers, not only
+//! final outcomes. A summary goes to standard error.
 
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
@@ -31,17 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use clap::Parser;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
+use crate::outcome::{Answer, Outcome, marker};
+
 /// Settings, from flags.
-#[derive(Debug, Parser)]
-#[command(
-    about = "Bounded webhook load with TradingView's retries; one line per webhook",
-    args_override_self = true
-)]
-struct Args {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// ingest's base URL, e.g. `http://127.0.0.1:8080`.
     #[arg(long)]
     url: String,
@@ -71,59 +57,6 @@ struct Args {
     timeout: Duration,
 }
 
-/// What one attempt got back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
-    Status(u16),
-    /// Connection refused or reset, or no answer within the deadline.
-    None,
-}
-
-impl Answer {
-    fn retried(self) -> bool {
-        match self {
-            Self::Status(status) => status >= 500 && status != 504,
-            Self::None => true,
-        }
-    }
-
-    fn label(self) -> String {
-        match self {
-            Self::Status(status) => status.to_string(),
-            Self::None => "none".into(),
-        }
-    }
-}
-
-/// One webhook's fate.
-#[derive(Debug)]
-struct Outcome {
-    marker: String,
-    sent_at_ms: u128,
-    answers: Vec<Answer>,
-    first_latency: Duration,
-    signal_id: Option<String>,
-    spooled: bool,
-}
-
-impl Outcome {
-    fn line(&self) -> String {
-        let last = self.answers.last().copied().unwrap_or(Answer::None);
-        let answers: Vec<String> = self.answers.iter().map(|a| a.label()).collect();
-        format!(
-            "{}\t{}\t{}\t{}\t{}\t{:.3}\t{}\t{}\n",
-            self.marker,
-            self.sent_at_ms,
-            last.label(),
-            self.answers.len(),
-            answers.join(","),
-            self.first_latency.as_secs_f64() * 1000.0,
-            self.signal_id.as_deref().unwrap_or("-"),
-            u8::from(self.spooled),
-        )
-    }
-}
-
 /// Totals for the summary line.
 #[derive(Debug, Default)]
 struct Totals {
@@ -149,9 +82,9 @@ impl Totals {
                 Answer::None => self.no_answer += 1,
             }
         }
-        match outcome.answers.last() {
-            Some(Answer::Status(s)) if (200..300).contains(s) => self.final_2xx += 1,
-            Some(answer) if answer.retried() => self.given_up += 1,
+        match outcome.last() {
+            answer if answer.is_2xx() => self.final_2xx += 1,
+            answer if answer.retried() => self.given_up += 1,
             _ => {}
         }
         self.spooled += u64::from(outcome.spooled);
@@ -164,7 +97,8 @@ fn body(label: &str, n: u64) -> String {
     // A price that moves, so the built-in chart has a line to draw.
     let price = 67_000.0 + f64::from(u32::try_from(n % 997).unwrap_or(0)) * 1.5;
     format!(
-        r#"{{"ticker":"BINANCE:BTCUSDT","price":"{price:.1}","action":"{action}","interval":"1","strategy":"chaos","chaos_id":"{label}-{n}"}}"#
+        r#"{{"ticker":"BINANCE:BTCUSDT","price":"{price:.1}","action":"{action}","interval":"1","strategy":"chaos","chaos_id":"{}"}}"#,
+        marker(label, n)
     )
 }
 
@@ -231,12 +165,7 @@ async fn deliver(
     outcome
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Arc::new(Args::parse());
-    if !(args.rate > 0.0 && args.rate <= 10_000.0) {
-        bail!("--rate must be above 0 and at most 10000");
-    }
+fn read_tokens(args: &Args) -> anyhow::Result<Vec<String>> {
     let tokens: Vec<String> = std::fs::read_to_string(&args.tokens)
         .with_context(|| format!("Failed to read {}", args.tokens.display()))?
         .lines()
@@ -247,6 +176,16 @@ async fn main() -> anyhow::Result<()> {
     if tokens.is_empty() {
         bail!("{} holds no tokens", args.tokens.display());
     }
+    Ok(tokens)
+}
+
+/// Sends the whole load, writing each webhook's line as it finishes; then prints the totals.
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let args = Arc::new(args);
+    if !(args.rate > 0.0 && args.rate <= 10_000.0) {
+        bail!("--rate must be above 0 and at most 10000");
+    }
+    let tokens = read_tokens(&args)?;
     let out = File::create(&args.out)
         .with_context(|| format!("Failed to create {}", args.out.display()))?;
     let out = Arc::new(Mutex::new(BufWriter::new(out)));
@@ -272,8 +211,7 @@ async fn main() -> anyhow::Result<()> {
         ticks.tick().await;
         let token = &tokens[usize::try_from(n).unwrap_or(0) % tokens.len()];
         let url = format!("{base}/webhook/u/{token}");
-        let marker = format!("{}-{n}", args.label);
-        let body = body(&args.label, n);
+        let (marker, body) = (marker(&args.label, n), body(&args.label, n));
         let (client, args, out, totals) = (
             client.clone(),
             Arc::clone(&args),
@@ -317,23 +255,6 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn verify_cli() {
-        use clap::CommandFactory as _;
-        Args::command().debug_assert();
-    }
-
-    #[test]
-    fn retries_like_tradingview() {
-        assert!(Answer::Status(503).retried());
-        assert!(Answer::Status(500).retried());
-        assert!(Answer::None.retried());
-        assert!(!Answer::Status(504).retried());
-        assert!(!Answer::Status(200).retried());
-        assert!(!Answer::Status(202).retried());
-        assert!(!Answer::Status(429).retried());
-    }
 
     #[test]
     fn the_body_is_json_with_its_marker() {
