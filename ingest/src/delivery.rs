@@ -8,11 +8,11 @@
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+use webhook_spool::SpooledWebhook;
 
 use crate::api::ApiError;
 use crate::db::{IngestCall, Rejection};
 use crate::signal::{ChartId, ParseError, Signal, WebhookToken};
-use crate::spool::SpooledWebhook;
 
 /// How much of a rejected, non-text body is passed on for the trader's
 /// delivery log (which keeps its first 500 characters).

@@ -18,15 +18,11 @@
 //! - [`guard`]: the client's address (trusted proxies only), the source
 //!   allowlist and the per-address unknown-token throttle.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
-//! - [`spool`]: a durable local spool for webhooks that arrive while the
-//!   database path is down (append-only segment files, fsync'd before the
-//!   edge answers, bounded, crash-safe), and the [`spool::Replayer`] that
-//!   feeds them to the database in arrival order once it is back. Pure of
-//!   HTTP and database code; the edge wires it in.
 //! - [`delivery`]: one webhook as `ingest_signal` takes it, built the same
 //!   way when answered live and when replayed from the spool.
-//! - [`fallback`]: the spool as the edge uses it (when to spool, who may
-//!   fill it) and the replay sink that calls the database.
+//! - [`spool_admission`]: the outage admission policy: when a webhook is
+//!   spooled instead of stored, who may fill the spool while tokens cannot
+//!   be checked, and the replay sink that calls the database.
 //! - [`api`]: the JSON answers and [`api::ApiError`], the single place where
 //!   an error becomes an HTTP status and body.
 //!
@@ -34,18 +30,24 @@
 //! turns the body into a `Signal` or a rejection → `db` makes the one call
 //! → `api` renders the outcome. The accept loop and graceful drain are
 //! shared with the capture daemon and live in [`service_runtime::http`].
+//!
+//! The spool itself is a crate of its own, [`webhook_spool`]: a durable
+//! local spool for webhooks that arrive while the database path is down
+//! (append-only segment files, fsync'd before the edge answers, bounded,
+//! crash-safe) and the [`webhook_spool::Replayer`] that feeds them to the
+//! database in arrival order once it is back. It is pure of HTTP and
+//! database code; the edge wires it in.
 
 pub mod api;
 pub mod config;
 pub mod db;
 pub mod delivery;
-pub mod fallback;
 pub mod guard;
 pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod signal;
-pub mod spool;
+pub mod spool_admission;
 
 pub use config::Config;
 pub use server::run;

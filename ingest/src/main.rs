@@ -10,16 +10,16 @@ use cookie_seal::Keyring;
 use http::HeaderValue;
 use ingest::Config;
 use ingest::db::{Database, RestPath};
-use ingest::fallback::{DatabaseSink, Fallback, KnownTokens};
 use ingest::guard::Guard;
 use ingest::metrics::Metrics;
 use ingest::server::{App, Settings};
 use ingest::session::{SessionConfig, SessionState};
-use ingest::spool::{Backoff, Replayer, Spool, SpoolConfig};
+use ingest::spool_admission::{DatabaseSink, KnownTokens, SpoolAdmission};
 use service_runtime::http::Drain;
 use service_runtime::{cli, shutdown, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use webhook_spool::{Backoff, Replayer, Spool, SpoolConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -103,7 +103,7 @@ fn spool(
     config: &Config,
     dir: &std::path::Path,
     db: &Arc<Database>,
-) -> anyhow::Result<(Fallback, Replayer<DatabaseSink>)> {
+) -> anyhow::Result<(SpoolAdmission, Replayer<DatabaseSink>)> {
     let (spool, recovery) = Spool::open(&SpoolConfig::new(dir, config.spool_max_bytes))
         .with_context(|| format!("Failed to open the spool in {}", dir.display()))?;
     tracing::info!(
@@ -125,7 +125,7 @@ fn spool(
     });
     let unverified = NonZeroU32::new(config.spool_unverified_per_minute)
         .context("INGEST_SPOOL_UNVERIFIED_PER_MINUTE must be at least 1")?;
-    let fallback = Fallback::new(spool, known, unverified, replayer.counters());
+    let fallback = SpoolAdmission::new(spool, known, unverified, replayer.counters());
     Ok((fallback, replayer))
 }
 

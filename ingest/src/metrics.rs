@@ -13,8 +13,7 @@ use prometheus::{
     Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
-
-use crate::spool::{ReplayCounts, SpoolStats};
+use webhook_spool::{ReplayCounts, SpoolStats};
 
 /// Every metric ingest exports.
 #[derive(Debug, Clone)]

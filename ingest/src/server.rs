@@ -19,7 +19,7 @@
 //! an orchestrator does not restart a healthy process because a dependency
 //! is down.
 //!
-//! With a spool configured ([`crate::fallback`]), a call that fails with an
+//! With a spool configured ([`crate::spool_admission`]), a call that fails with an
 //! error a retry can fix, or any webhook arriving while older ones wait for
 //! replay, is appended to the spool and answered 202; `/health` and
 //! `/health/ready` then answer 200 with status `spooling` as long as the
@@ -42,16 +42,16 @@ use serde_json::{Value, json};
 use service_runtime::http::{Drain, Limits, serve_with};
 use tokio::net::TcpListener;
 use tracing::Instrument as _;
+use webhook_spool::SpooledWebhook;
 
 use crate::api::{Accepted, ApiError, Body, Spooled, json};
 use crate::db::{Database, DbError, IngestOutcome, QueueStatus};
 use crate::delivery::{self, Delivery};
-use crate::fallback::Fallback;
 use crate::guard::{Guard, Probe};
 use crate::metrics::Metrics;
 use crate::session::{self, SessionState};
 use crate::signal::WebhookToken;
-use crate::spool::SpooledWebhook;
+use crate::spool_admission::SpoolAdmission;
 
 /// Request-level limits and the drain deadline.
 #[derive(Clone, Copy, Debug)]
@@ -74,7 +74,7 @@ pub struct App {
     /// `PUT`/`DELETE /v1/tradingview-session`, when configured.
     session: Option<SessionState>,
     /// The spool for when the database path is down, when configured.
-    fallback: Option<Fallback>,
+    fallback: Option<SpoolAdmission>,
 }
 
 impl App {
@@ -97,7 +97,7 @@ impl App {
 
     /// Spools webhooks while the database path is down.
     #[must_use]
-    pub fn with_fallback(mut self, fallback: Fallback) -> Self {
+    pub fn with_fallback(mut self, fallback: SpoolAdmission) -> Self {
         self.fallback = Some(fallback);
         self
     }
@@ -369,7 +369,7 @@ impl App {
     /// (counted, and logged saying what happens `then`).
     async fn spool(
         &self,
-        fallback: &Fallback,
+        fallback: &SpoolAdmission,
         delivery: &Delivery,
         chart: Option<String>,
         body: Bytes,
@@ -593,7 +593,7 @@ impl Status {
 }
 
 /// The spool's part of `/health`.
-fn spool_report(fallback: &Fallback) -> Value {
+fn spool_report(fallback: &SpoolAdmission) -> Value {
     let stats = fallback.stats();
     let replays = fallback.replays().snapshot();
     json!({

@@ -15,11 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ingest::db::{Database, RestPath};
-use ingest::fallback::{DatabaseSink, Fallback, KnownTokens};
 use ingest::guard::Guard;
 use ingest::metrics::Metrics;
 use ingest::server::{App, Settings};
-use ingest::spool::{Backoff, Replayer, Spool, SpoolConfig};
+use ingest::spool_admission::{DatabaseSink, KnownTokens, SpoolAdmission};
 use reqwest::StatusCode;
 use serde_json::Value;
 use service_runtime::SecretString;
@@ -27,6 +26,7 @@ use stack_harness::{Stack, Trader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+use webhook_spool::{Backoff, Replayer, Spool, SpoolConfig};
 
 /// What the forwarder does with connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,7 +151,7 @@ async fn spawn(limits: Limits) -> TestApp {
         initial: limits.replay_backoff,
         max: limits.replay_backoff * 4,
     });
-    let fallback = Fallback::new(
+    let fallback = SpoolAdmission::new(
         spool,
         known,
         NonZeroU32::new(limits.unverified_per_minute).expect("non-zero"),

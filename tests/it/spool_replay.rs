@@ -13,13 +13,13 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, SubsecRound as _, Utc};
 use ingest::signal::{Signal, WebhookToken};
-use ingest::spool::{
-    ReplayCounts, ReplayOutcome, ReplaySink, Replayer, Spool, SpoolConfig, SpooledWebhook,
-    Transient,
-};
 use stack_harness::Stack;
 use tokio_postgres::Client;
 use uuid::Uuid;
+use webhook_spool::{
+    ReplayCounts, ReplayOutcome, ReplaySink, Replayer, Spool, SpoolConfig, SpooledWebhook,
+    Transient,
+};
 
 struct DatabaseSink {
     db: Client,

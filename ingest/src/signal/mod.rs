@@ -36,7 +36,6 @@ mod price;
 mod text;
 mod ticker;
 mod time;
-mod token;
 mod words;
 
 use chrono::{DateTime, Utc};
@@ -47,7 +46,7 @@ pub use direction::Direction;
 pub use interval::{Interval, IntervalError, IntervalUnit};
 pub use price::{Price, PriceError};
 pub use ticker::{MAX_EXCHANGE_LEN, MAX_SYMBOL_LEN, Ticker, TickerError};
-pub use token::{MAX_TOKEN_LEN, MIN_TOKEN_LEN, WebhookToken, WebhookTokenError};
+pub use webhook_token::{MAX_TOKEN_LEN, MIN_TOKEN_LEN, WebhookToken, WebhookTokenError};
 
 use draft::Draft;
 

@@ -2,7 +2,7 @@
 //! group commit, at several numbers of concurrent request tasks.
 //!
 //! `scripts/bench spool` runs it; by hand:
-//! `cargo run --release -p ingest --example spool_bench -- [seconds] [dir]`.
+//! `cargo run --release -p webhook-spool --example spool_bench -- [seconds] [dir]`.
 //! The directory defaults to a fresh one under `target/`, which must be on
 //! the disk ingest would spool to: a tmpfs makes fsync free and the figures
 //! meaningless.
@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use chrono::Utc;
-use ingest::signal::WebhookToken;
-use ingest::spool::{DEFAULT_MAX_BATCH, Spool, SpoolConfig, SpooledWebhook};
 use uuid::Uuid;
+use webhook_spool::{DEFAULT_MAX_BATCH, Spool, SpoolConfig, SpooledWebhook};
+use webhook_token::WebhookToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

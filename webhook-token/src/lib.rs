@@ -1,5 +1,10 @@
 //! [`WebhookToken`]: the secret in a trader's webhook URL.
 //!
+//! Its own crate because two crates hold tokens: ingest reads them from the
+//! request path, and the webhook spool stores them with each webhook it
+//! keeps and refuses, on reading, a token no edge could have accepted. Both
+//! need the one type, and the spool must not depend on the edge.
+//!
 //! The database issues tokens of 43 URL-safe base64 characters (32 random
 //! bytes). The edge checks only the alphabet and a band of lengths around
 //! that, so obviously malformed paths are answered 404 without a database

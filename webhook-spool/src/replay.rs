@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Spool, SpoolEntry, SpoolError, SpooledWebhook};
+use crate::{Spool, SpoolEntry, SpoolError, SpooledWebhook};
 
 /// How many records one read from the spool returns.
 const READ_BATCH: usize = 64;

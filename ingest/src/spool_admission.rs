@@ -1,5 +1,7 @@
-//! What the edge does while the database path is down: the spool, who may
-//! fill it, and the replay that empties it.
+//! The outage admission policy: what the edge does while the database path
+//! is down. When a webhook goes to the spool instead of the database, who
+//! may fill the spool, and the replay that empties it. (The spool itself,
+//! which only keeps what it is given, is the `webhook_spool` crate.)
 //!
 //! - **When.** A webhook is spooled when its database call fails with an
 //!   error a retry can fix ([`DbError::is_transient`]), and also whenever
@@ -23,6 +25,8 @@
 //!   its original delivery id and receive time: the trader's rules apply as
 //!   they would have, and a webhook whose first call had in fact committed
 //!   is answered `duplicate` instead of stored twice.
+//!
+//! [`DbError::is_transient`]: crate::db::DbError::is_transient
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,14 +36,14 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use webhook_spool::{
+    ReplayCounters, ReplayOutcome, ReplaySink, Spool, SpoolError, SpoolStats, SpooledWebhook,
+    Transient,
+};
 
 use crate::db::{Database, IngestOutcome};
 use crate::delivery::Delivery;
 use crate::signal::WebhookToken;
-use crate::spool::{
-    ReplayCounters, ReplayOutcome, ReplaySink, Spool, SpoolError, SpoolStats, SpooledWebhook,
-    Transient,
-};
 
 /// How long a token the database recognised counts as known.
 const KNOWN_FOR: Duration = Duration::from_hours(24);
@@ -113,16 +117,17 @@ impl Refused {
     }
 }
 
-/// The spool as the edge uses it.
+/// The spool as the edge uses it: every append goes through
+/// [`SpoolAdmission::spool`], which applies the limits on unverified tokens.
 #[derive(Debug)]
-pub struct Fallback {
+pub struct SpoolAdmission {
     spool: Spool,
     known: Arc<KnownTokens>,
     unverified: DefaultKeyedRateLimiter<IpAddr>,
     replays: Arc<ReplayCounters>,
 }
 
-impl Fallback {
+impl SpoolAdmission {
     /// `unverified_per_minute`: how many webhooks with unverified tokens one
     /// address may spool per minute. `replays` are the replayer's counters,
     /// for `/health` and `/metrics`.

@@ -27,15 +27,15 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::signal::WebhookToken;
+use webhook_token::WebhookToken;
 
 /// The payload version this ingest writes and reads.
-pub(super) const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 /// Bytes before the payload: length and CRC.
-pub(super) const HEADER_LEN: usize = 8;
+pub(crate) const HEADER_LEN: usize = 8;
 /// The smallest possible version-1 payload (empty token, chart and body):
 /// a zero-filled tail never decodes as a record.
-pub(super) const MIN_PAYLOAD_LEN: usize = 1 + 16 + 8 + 4 + 1 + 1 + 2 + 4;
+pub(crate) const MIN_PAYLOAD_LEN: usize = 1 + 16 + 8 + 4 + 1 + 1 + 2 + 4;
 /// The largest payload a frame may carry. A webhook body is capped far below
 /// this at the edge; the cap keeps a corrupt length field from making
 /// recovery allocate gigabytes.
@@ -91,7 +91,7 @@ pub enum DecodeError {
 
 impl SpooledWebhook {
     /// The complete frame (header and payload) for a segment file.
-    pub(super) fn encode_frame(&self) -> Vec<u8> {
+    pub(crate) fn encode_frame(&self) -> Vec<u8> {
         let token = self.token.expose().as_bytes();
         let chart = self.chart.as_deref().map(str::as_bytes);
         let mut payload = Vec::with_capacity(
@@ -133,7 +133,7 @@ impl SpooledWebhook {
     }
 
     /// Decodes a payload whose checksum has already been verified.
-    pub(super) fn decode_payload(payload: &[u8]) -> Result<Self, DecodeError> {
+    pub(crate) fn decode_payload(payload: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader(payload);
         let version = r.u8()?;
         if version != VERSION {
@@ -212,7 +212,7 @@ impl<'a> Reader<'a> {
 
 /// What is at a frame boundary in a segment's bytes.
 #[derive(Debug)]
-pub(super) enum Frame<'a> {
+pub(crate) enum Frame<'a> {
     /// A complete frame whose checksum matches: its payload and total length.
     Complete { payload: &'a [u8], len: usize },
     /// No bytes left.
@@ -223,7 +223,7 @@ pub(super) enum Frame<'a> {
 }
 
 /// Looks at the frame at the start of `buf` without decoding its payload.
-pub(super) fn next_frame(buf: &[u8]) -> Frame<'_> {
+pub(crate) fn next_frame(buf: &[u8]) -> Frame<'_> {
     if buf.is_empty() {
         return Frame::End;
     }
@@ -246,7 +246,7 @@ pub(super) fn next_frame(buf: &[u8]) -> Frame<'_> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use std::net::IpAddr;
 
     use bytes::Bytes;
@@ -255,13 +255,13 @@ pub(super) mod tests {
     use uuid::Uuid;
 
     use super::{DecodeError, Frame, HEADER_LEN, SpooledWebhook, next_frame};
-    use crate::signal::WebhookToken;
+    use webhook_token::WebhookToken;
 
-    pub(crate) const TOKEN: &str = "q3vG7Xk1_Zp0-LmN2bC4dE5fG6hI7jK8lM9nO0pQ1rS";
+    const TOKEN: &str = "q3vG7Xk1_Zp0-LmN2bC4dE5fG6hI7jK8lM9nO0pQ1rS";
 
     /// A webhook whose body names `n`, received `n` milliseconds after a
     /// fixed instant.
-    pub(crate) fn webhook(n: u64) -> SpooledWebhook {
+    fn webhook(n: u64) -> SpooledWebhook {
         SpooledWebhook {
             delivery_id: Uuid::now_v7(),
             token: WebhookToken::parse(TOKEN).unwrap(),
