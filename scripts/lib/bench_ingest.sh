@@ -65,7 +65,7 @@ SQL
     (
       export INGEST_LISTEN="127.0.0.1:$1" RUST_LOG=warn INGEST_DB_POOL_SIZE=16
       if [[ -n "$2" ]]; then export DATABASE_URL="$2"; else unset DATABASE_URL; fi
-      exec target/release/ingest
+      exec "$CARGO_TARGET/release/ingest"
     ) >>"$work/ingest-$1.log" 2>&1 &
     BENCH_PIDS+=("$!")
     local i

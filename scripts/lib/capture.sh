@@ -11,7 +11,7 @@ capture_config() {
   SCREENSHOT_DIR="$STACK_DIR/screenshots"
   CAPTURE_HEALTH_PORT="${CAPTURE_HEALTH_PORT:-$((GATEWAY_PORT + 3))}"
   CAPTURE_HEALTH_URL="http://127.0.0.1:$CAPTURE_HEALTH_PORT"
-  CAPTURE_BIN="$REPO_ROOT/target/debug/capture"
+  CAPTURE_BIN="$CARGO_TARGET/debug/capture"
 }
 
 capture_ensure_key() {

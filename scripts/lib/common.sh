@@ -5,6 +5,10 @@
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 readonly REPO_ROOT
 
+# Where cargo puts what it builds: CARGO_TARGET_DIR when the caller set one (a shared build cache,
+# or one per worktree), else target/ in the checkout. The scripts run the binaries from here.
+CARGO_TARGET="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+
 # PostgreSQL 15 server binaries from the Debian packages (not on PATH by default).
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 

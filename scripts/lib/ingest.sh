@@ -12,7 +12,7 @@ ingest_config() {
   INGEST_LOG="$LOG_DIR/ingest.log"
   INGEST_PORT="${INGEST_PORT:-$((GATEWAY_PORT + 2))}"
   INGEST_URL="http://127.0.0.1:$INGEST_PORT"
-  INGEST_BIN="$REPO_ROOT/target/debug/ingest"
+  INGEST_BIN="$CARGO_TARGET/debug/ingest"
   INGEST_SPOOL="$STACK_DIR/ingest-spool"
 }
 

@@ -21,7 +21,7 @@ load_config() {
   capture_config
   LOAD_WORK="$STACK_DIR/load"
   LOAD_TOKENS="$LOAD_WORK/tokens"
-  LOAD_BIN="$REPO_ROOT/target/debug/webhook-load"
+  LOAD_BIN="$CARGO_TARGET/debug/webhook-load"
   # What the daemons get on top of stack.env (ingest_start and capture_start keep the caller's
   # environment; ingest's spool is its own, $INGEST_SPOOL).
   export CAPTURE_CHART_URL_TEMPLATE="http://127.0.0.1:9/chart/{chart_id}/?symbol={symbol}"
