@@ -9,6 +9,10 @@
 --     even inside it the new value is generated here, never chosen by the caller. The old token stops
 --     working at commit: ingest_signal looks tokens up in this table only.
 --   * updated_at follows every change the trader makes.
+--   * set_tradingview_session(user, sealed) is the one way a trader's TradingView session is stored
+--     or forgotten (ingest's session endpoint, on both of its database paths; capture's operator
+--     commands): only a value in cookie-seal's format is stored, never plaintext; storing marks the
+--     session valid, forgetting (null) marks it invalid. Service role only.
 
 create or replace function private.new_webhook_token()
 returns text
@@ -122,3 +126,45 @@ revoke all on function private.touch_updated_at() from public, anon, authenticat
 create or replace trigger touch_signals_updated_at
   before update on public.signals
   for each row execute function private.touch_updated_at();
+
+-- The sealed TradingView session. The database never sees the plaintext and cannot open the value;
+-- it checks only the envelope cookie-seal writes (format version 1, a key id of 1-32 bytes, a
+-- 24-byte nonce and at least the 16-byte tag), so a caller that passes plaintext by mistake gets an
+-- error instead of storing it. Security invoker on purpose: it grants nothing the caller lacks. The
+-- service role (PostgREST) and Supabase's postgres role (the direct pool) may update user_config
+-- and bypass RLS; any other role either cannot call it or is refused by the table's grants.
+create or replace function public.set_tradingview_session(p_user_id uuid, p_sealed bytea)
+returns boolean
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_envelope boolean;
+begin
+  if p_sealed is not null then
+    -- CASE, not OR: its branches are evaluated in order, so get_byte never reads past a short value.
+    v_envelope := case
+      when octet_length(p_sealed) < 1 + 1 + 1 + 24 + 16 then false
+      else get_byte(p_sealed, 0) = 1
+           and get_byte(p_sealed, 1) between 1 and 32
+           and octet_length(p_sealed) >= 1 + 1 + get_byte(p_sealed, 1) + 24 + 16
+    end;
+    if not v_envelope then
+      raise exception 'not a sealed TradingView session (cookie-seal format 1)'
+        using errcode = '22023';
+    end if;
+  end if;
+  update public.user_config
+     set tradingview_cookies_sealed = p_sealed,
+         cookies_valid = p_sealed is not null,
+         cookies_updated_at = now()
+   where user_id = p_user_id;
+  return found;
+end;
+$$;
+comment on function public.set_tradingview_session(uuid, bytea) is
+  'Stores the trader''s sealed TradingView session (valid) or, with null, forgets it (invalid); false when the user has no config row. Service role only.';
+revoke all on function public.set_tradingview_session(uuid, bytea) from public, anon, authenticated, service_role;
+grant execute on function public.set_tradingview_session(uuid, bytea) to service_role;

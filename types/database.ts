@@ -279,6 +279,10 @@ export type Database = {
         Args: Record<PropertyKey, never>;
         Returns: string;
       };
+      set_tradingview_session: {
+        Args: { p_sealed: string; p_user_id: string };
+        Returns: boolean;
+      };
       signal_stats: { Args: Record<PropertyKey, never>; Returns: Json };
     };
     Enums: {

@@ -9,9 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use service_runtime::LogFormat;
-use service_runtime::SecretString;
-use service_runtime::secret::DatabaseUrl;
+use service_runtime::secret::{DatabaseUrl, SealKeySettings};
+use service_runtime::{Logging, SecretString, SupabaseSettings};
 use url::Url;
 
 use crate::storage::StorageKind;
@@ -64,9 +63,8 @@ pub struct Config {
     #[arg(long, env = "CAPTURE_HEALTH_LISTEN", default_value = "127.0.0.1:8081")]
     pub health_listen: SocketAddr,
 
-    /// Log line format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub logging: Logging,
 
     /// How long work in flight may take to finish after SIGTERM/SIGINT
     /// (e.g. `10s`, `1500ms`).
@@ -144,18 +142,10 @@ pub struct Config {
     #[arg(long, env = "STORAGE", default_value = "supabase")]
     pub storage: StorageKind,
 
-    /// The Supabase project URL (for `STORAGE=supabase`).
-    #[arg(long, env = "SUPABASE_URL")]
-    pub supabase_url: Option<Url>,
-
-    /// The key that may write the bucket: a secret key (`sb_secret_...`) or
-    /// the legacy `service_role` JWT.
-    #[arg(long, env = "SUPABASE_SECRET_KEY", hide_env_values = true)]
-    pub supabase_secret_key: Option<SecretString>,
-
-    /// The legacy `service_role` JWT, used only without `SUPABASE_SECRET_KEY`.
-    #[arg(long, env = "SUPABASE_SERVICE_ROLE_KEY", hide_env_values = true)]
-    pub supabase_service_role_key: Option<SecretString>,
+    /// The Supabase project and the key that may write the bucket (for
+    /// `STORAGE=supabase`).
+    #[command(flatten)]
+    pub supabase: SupabaseSettings,
 
     /// The Storage bucket.
     #[arg(long, env = "SCREENSHOT_BUCKET", default_value = "screenshots")]
@@ -165,11 +155,10 @@ pub struct Config {
     #[arg(long, env = "SCREENSHOT_BUCKET_PUBLIC", default_value_t = false)]
     pub bucket_public: bool,
 
-    /// Keys that open traders' sealed TradingView sessions:
-    /// `id:base64-32-bytes[,id:key...]`; the first seals, all open. Without
-    /// keys every capture uses the built-in chart.
-    #[arg(long, env = "COOKIE_SEAL_KEYS", hide_env_values = true)]
-    pub cookie_seal_keys: Option<SecretString>,
+    /// `COOKIE_SEAL_KEYS`: without keys every capture uses the built-in
+    /// chart.
+    #[command(flatten)]
+    pub seal: SealKeySettings,
 
     /// Telegram bot token (from `@BotFather`). With it, traders who switched
     /// notifications on get each signal and its screenshot in their chat.
@@ -240,7 +229,7 @@ impl Config {
             );
         }
         if self.storage == StorageKind::Supabase
-            && (self.supabase_url.is_none() || self.storage_key().is_none())
+            && (self.supabase.url.is_none() || self.storage_key().is_none())
         {
             return Err(
                 "STORAGE=supabase needs SUPABASE_URL and SUPABASE_SECRET_KEY (or SUPABASE_SERVICE_ROLE_KEY)"
@@ -252,9 +241,7 @@ impl Config {
 
     /// The key for Storage uploads: the secret key, else the legacy JWT.
     pub fn storage_key(&self) -> Option<SecretString> {
-        self.supabase_secret_key
-            .clone()
-            .or_else(|| self.supabase_service_role_key.clone())
+        self.supabase.service_key().cloned()
     }
 }
 
@@ -312,14 +299,30 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug() {
+        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
         let config = parse(&[
             "--database-url=postgres://localhost/db",
             "--supabase-secret-key=sb_secret_abc",
-            "--cookie-seal-keys=k1:AAAA",
+            &format!("--cookie-seal-keys=k1:{key}"),
         ])
         .expect("valid");
+        assert_eq!(
+            config.seal.keyring().map(|keys| keys.current_key_id()),
+            Some("k1")
+        );
         let debug = format!("{config:?}");
-        assert!(!debug.contains("sb_secret_abc") && !debug.contains("AAAA"));
+        assert!(!debug.contains("sb_secret_abc") && !debug.contains(key));
+    }
+
+    #[test]
+    fn a_malformed_seal_key_stops_the_daemon_without_printing_it() {
+        let error = parse(&[
+            "--database-url=postgres://localhost/db",
+            "--cookie-seal-keys=k1:AAAA",
+        ])
+        .expect_err("a 3-byte key")
+        .to_string();
+        assert!(error.contains("k1") && !error.contains("AAAA"), "{error}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use serde_json::json;
-use service_runtime::http::{Drain, serve};
+use service_runtime::http::{Drain, respond, serve};
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
@@ -107,13 +107,4 @@ fn not_found() -> Response<Full<Bytes>> {
             "error": { "code": "not_found", "message": "the capture daemon serves GET /health, /health/live and /metrics" },
         }),
     )
-}
-
-fn respond(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }

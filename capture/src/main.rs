@@ -15,6 +15,7 @@ use capture::storage::{Storage, StorageKind};
 use capture::telegram::{RetryPolicy, Telegram};
 use capture::worker::{Mode, Settings, Worker};
 use cookie_seal::Keyring;
+use service_runtime::postgres::{self, PoolSettings};
 use service_runtime::{cli, shutdown, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,23 +24,15 @@ use tokio_util::sync::CancellationToken;
 const QUIET_HEADLESS_CHROME: &str = "headless_chrome=error";
 
 fn pool(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
-    let pg: tokio_postgres::Config = config
-        .database_url
-        .expose()
-        .parse()
-        .context("Failed to parse DATABASE_URL")?;
-    let manager = deadpool_postgres::Manager::from_config(
-        pg,
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+    postgres::pool(
+        &config.database_url,
+        PoolSettings {
+            // Claims, completions and heartbeats of `concurrency` jobs, plus /health.
+            max_size: usize::from(config.concurrency) + 2,
+            timeout: None,
         },
-    );
-    deadpool_postgres::Pool::builder(manager)
-        // Claims, completions and heartbeats of `concurrency` jobs, plus /health.
-        .max_size(usize::from(config.concurrency) + 2)
-        .build()
-        .context("Failed to build the database pool")
+    )
+    .context("Failed to build the database pool")
 }
 
 /// The queue loop with everything it works with.
@@ -96,19 +89,13 @@ async fn main() -> anyhow::Result<()> {
     // headless_chrome attaches to every tab Chromium opens (ours included)
     // and logs at info and warn as it does: only its errors, unless RUST_LOG
     // names it.
-    telemetry::init_with_defaults(config.log_format, &[QUIET_HEADLESS_CHROME])
+    telemetry::init_with_defaults(config.logging.format, &[QUIET_HEADLESS_CHROME])
         .context("Failed to initialise logging")?;
     config
         .validate()
         .map_err(anyhow::Error::msg)
         .context("Invalid configuration")?;
-    let keys = config
-        .cookie_seal_keys
-        .as_ref()
-        .map(Keyring::parse)
-        .transpose()
-        .context("Failed to read COOKIE_SEAL_KEYS")?
-        .map(Arc::new);
+    let keys = config.seal.keyring().cloned();
     let queue = Queue::new(pool(&config)?);
 
     if let Some(Command::SetSession { user_id }) = config.command {
@@ -234,7 +221,8 @@ fn storage(config: &Config) -> anyhow::Result<Storage> {
         StorageKind::Fs(dir) => Storage::Fs { dir: dir.clone() },
         StorageKind::Supabase => Storage::supabase(
             config
-                .supabase_url
+                .supabase
+                .url
                 .clone()
                 .context("SUPABASE_URL is required")?,
             config.bucket.clone(),

@@ -7,23 +7,29 @@
 //!   stable lower-case identifier clients may match on; `message` is for
 //!   people and may change.
 //! - [`ApiError::status`] is the only mapping from an error to an HTTP
-//!   status. Handlers return an `ApiError`; they never build error
-//!   responses by hand.
+//!   status, for every route (the webhook, the session endpoint, health).
+//!   Handlers return an `ApiError`; they never build error responses by
+//!   hand.
+//! - A request without a valid access token (the session endpoint) is 401
+//!   with `WWW-Authenticate: Bearer`, before its body is read; the message
+//!   never says what was wrong with the token beyond missing or invalid.
 //! - Bad input from the caller (unknown route, unknown token, malformed
 //!   alerts, limits) is answered, not logged as an error: it is the caller's
 //!   mistake and a normal part of running on the internet. The trader sees
 //!   the same message in their delivery log.
-//! - Server-side failures ([`ApiError::Unavailable`], 503) get an opaque
-//!   message; their cause is logged once, where the database error is
-//!   mapped (`server.rs`), never sent. TradingView retries a 503, and the
+//! - Server-side failures ([`ApiError::Unavailable`],
+//!   [`ApiError::SessionNotStored`], 503) get an opaque message; their cause
+//!   is logged once, where the database error is mapped (in the route's
+//!   module under `server/`), never sent. TradingView retries a 503, and the
 //!   database's retry dedup makes that safe.
-//! - 429s carry `Retry-After` in seconds.
+//! - 429s carry `Retry-After` in seconds; so does the webhook's 503.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{ALLOW, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
+use service_runtime::http::respond;
 
 /// The response body type of every ingest answer: small and fully buffered.
 pub type Body = Full<Bytes>;
@@ -72,39 +78,61 @@ pub enum ApiError {
     /// The database path failed; details are logged, never sent.
     #[error("the signal store is unavailable; the alert was not recorded, retry shortly")]
     Unavailable,
+    /// No `Authorization: Bearer` access token.
+    #[error("missing bearer token")]
+    MissingToken,
+    /// The access token is malformed, expired, for another audience, or not
+    /// signed by the project.
+    #[error("invalid access token")]
+    InvalidToken,
+    /// The session endpoint's body is not the two cookies.
+    #[error(
+        "the body must be JSON {{\"sessionid\": ..., \"sessionid_sign\": ...}} with non-empty cookie values"
+    )]
+    InvalidSession,
+    /// A valid token for a user who has no settings row.
+    #[error("no settings row for this user")]
+    UnknownUser,
+    /// The database path failed while storing a session; details are
+    /// logged, never sent.
+    #[error("the session could not be stored")]
+    SessionNotStored,
 }
 
 impl ApiError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotFound { .. } | Self::UnknownToken => StatusCode::NOT_FOUND,
+            Self::NotFound { .. } | Self::UnknownToken | Self::UnknownUser => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::WebhookDisabled(_) | Self::SourceNotAllowed => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidBody(_) | Self::InvalidSession => StatusCode::BAD_REQUEST,
             Self::NoTicker(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::QuotaExceeded { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::SessionNotStored => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// The stable machine-readable code in the error body.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::NotFound { .. } => "not_found",
+            Self::NotFound { .. } | Self::UnknownUser => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::UnknownToken => "unknown_token",
             Self::WebhookDisabled(_) => "webhook_disabled",
             Self::BodyTooLarge { .. } => "body_too_large",
-            Self::InvalidBody(_) => "invalid_body",
+            Self::InvalidBody(_) | Self::InvalidSession => "invalid_body",
             Self::NoTicker(_) => "no_ticker",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::RateLimited { .. } => "rate_limited",
             Self::SourceNotAllowed => "source_not_allowed",
             Self::RequestTimeout => "request_timeout",
-            Self::Unavailable => "unavailable",
+            Self::Unavailable | Self::SessionNotStored => "unavailable",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
         }
     }
 
@@ -128,7 +156,7 @@ impl ApiError {
                 message: self.to_string(),
             },
         };
-        let mut response = json(self.status(), &envelope);
+        let mut response = respond(self.status(), &envelope);
         match self {
             Self::MethodNotAllowed { allow, .. } => {
                 response
@@ -144,6 +172,11 @@ impl ApiError {
                 response
                     .headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::MissingToken | Self::InvalidToken => {
+                response
+                    .headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}
         }
@@ -187,17 +220,4 @@ impl Spooled {
             message: "received; it is stored as a signal as soon as the signal store is back",
         }
     }
-}
-
-/// A JSON response with `status` and `value` as its body.
-pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
-    // Serialising our own plain structs (strings, numbers, bools) cannot
-    // fail; if it ever did, an empty object is still valid JSON.
-    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }

@@ -9,9 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
-use service_runtime::LogFormat;
-use service_runtime::SecretString;
-use service_runtime::secret::DatabaseUrl;
+use service_runtime::secret::{DatabaseUrl, SealKeySettings};
+use service_runtime::supabase::SERVICE_KEY;
+use service_runtime::{Logging, SecretString, SupabaseSettings};
 use url::Url;
 
 /// The `ingest` binary's settings.
@@ -22,45 +22,29 @@ use url::Url;
 /// required.
 #[derive(Debug, Parser)]
 #[command(name = "ingest", version, about, long_about = None)]
-#[command(group(
-    clap::ArgGroup::new("service_key")
-        .args(["supabase_secret_key", "supabase_service_role_key"])
-        .multiple(true)
-))]
+// The PostgREST path needs the service key; one of the two paths is needed.
+#[command(mut_arg("supabase_url", |arg| arg
+    .required_unless_present("database_url")
+    .requires(SERVICE_KEY)))]
 pub struct Config {
     /// Address the webhook server listens on. TradingView only calls ports
     /// 80 and 443, so in production a reverse proxy or tunnel sits in front.
     #[arg(long, env = "INGEST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Base URL of the Supabase project (or the local stack's gateway), e.g.
-    /// `https://abcd.supabase.co`. PostgREST is reached at `/rest/v1`.
-    #[arg(
-        long,
-        env = "SUPABASE_URL",
-        required_unless_present = "database_url",
-        requires = "service_key"
-    )]
-    pub supabase_url: Option<Url>,
-
-    /// Supabase secret key (`sb_secret_...`), sent as `apikey`. Wins over
-    /// `SUPABASE_SERVICE_ROLE_KEY` when both are set.
-    #[arg(long, env = "SUPABASE_SECRET_KEY", hide_env_values = true)]
-    supabase_secret_key: Option<SecretString>,
-
-    /// Legacy service-role JWT, used only when `SUPABASE_SECRET_KEY` is not
-    /// set (projects that have not moved to the new API keys yet).
-    #[arg(long, env = "SUPABASE_SERVICE_ROLE_KEY", hide_env_values = true)]
-    supabase_service_role_key: Option<SecretString>,
+    /// The Supabase project: PostgREST at `SUPABASE_URL` with the service
+    /// key is the database path unless `DATABASE_URL` is set.
+    #[command(flatten)]
+    pub supabase: SupabaseSettings,
 
     /// Direct Postgres URL. When set, ingest calls `public.ingest_signal`
-    /// over a connection pool instead of through PostgREST.
+    /// (and the session endpoint stores sessions) over a connection pool
+    /// instead of through PostgREST.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<DatabaseUrl>,
 
-    /// Log line format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub logging: Logging,
 
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT
     /// before they are cut off (e.g. `10s`, `1500ms`).
@@ -137,12 +121,18 @@ pub struct Config {
     #[arg(long, env = "INGEST_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
 
-    /// Keys that seal traders' TradingView sessions (`PUT
-    /// /v1/tradingview-session`): `id:base64-32-bytes[,id:key...]`, the
-    /// first seals. The same list the capture daemon opens with. Without
-    /// it (or without `SUPABASE_URL` and a service key) the endpoint is off.
-    #[arg(long, env = "COOKIE_SEAL_KEYS", hide_env_values = true)]
-    pub cookie_seal_keys: Option<SecretString>,
+    /// `PUT`/`DELETE /v1/tradingview-session`: sealing keys, who may call.
+    #[command(flatten)]
+    pub session: SessionSettings,
+}
+
+/// The session endpoint's settings. It is on when `COOKIE_SEAL_KEYS` is set
+/// and an access token can be verified (a JWT secret, or a JWKS URL, which
+/// `SUPABASE_URL` implies).
+#[derive(Debug, clap::Args)]
+pub struct SessionSettings {
+    #[command(flatten)]
+    pub seal: SealKeySettings,
 
     /// The project's legacy JWT secret, to verify HS256 access tokens on the
     /// session endpoint. Without it only asymmetric (JWKS) tokens are
@@ -245,23 +235,16 @@ impl Config {
 impl Config {
     /// The JWKS URL: the configured one, else the project's standard one.
     pub fn jwks_url(&self) -> Option<Url> {
-        self.supabase_jwks_url.clone().or_else(|| {
+        self.session.supabase_jwks_url.clone().or_else(|| {
             let base = self
-                .supabase_url
+                .supabase
+                .url
                 .as_ref()?
                 .as_str()
                 .trim_end_matches('/')
                 .to_owned();
             Url::parse(&format!("{base}/auth/v1/.well-known/jwks.json")).ok()
         })
-    }
-
-    /// The key used to call Supabase as the service: `SUPABASE_SECRET_KEY`
-    /// if set, else the legacy `SUPABASE_SERVICE_ROLE_KEY`.
-    pub fn service_key(&self) -> Option<&SecretString> {
-        self.supabase_secret_key
-            .as_ref()
-            .or(self.supabase_service_role_key.as_ref())
     }
 }
 
@@ -295,7 +278,7 @@ mod tests {
             "--supabase-secret-key=sb_secret_new",
         ])
         .expect("valid");
-        let key = config.service_key().expect("a key");
+        let key = config.supabase.service_key().expect("a key");
         assert_eq!(key.expose_secret(), "sb_secret_new");
         assert!(!format!("{config:?}").contains("sb_secret_new"));
     }
@@ -308,7 +291,11 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(
-            config.service_key().expect("a key").expose_secret(),
+            config
+                .supabase
+                .service_key()
+                .expect("a key")
+                .expose_secret(),
             "legacy"
         );
     }
@@ -322,7 +309,7 @@ mod tests {
     fn a_database_path_is_required() {
         assert!(parse(&[]).is_err());
         let config = parse(&["--database-url=postgres://u:p@localhost/db"]).expect("valid");
-        assert!(config.supabase_url.is_none());
+        assert!(config.supabase.url.is_none());
     }
 
     #[test]
@@ -359,6 +346,42 @@ mod tests {
         let open = parse(&["--database-url=postgres://localhost/db"]).expect("valid");
         assert!(open.allowed_networks().is_none());
         assert!(open.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn the_session_settings_parse_and_keep_their_secrets() {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD.encode([4u8; 32]);
+        let config = parse(&[
+            "--supabase-url=http://127.0.0.1:54321/",
+            "--supabase-secret-key=sb_secret_x",
+            &format!("--cookie-seal-keys=k2:{key},k1:{key}"),
+            "--supabase-jwt-secret=jwt-secret-value",
+            "--dashboard-origin=https://app.example.com",
+        ])
+        .expect("valid");
+        let keys = config.session.seal.keyring().expect("keys");
+        assert_eq!(keys.current_key_id(), "k2");
+        assert_eq!(config.session.jwt_audience, "authenticated");
+        assert_eq!(
+            config.jwks_url().map(String::from).as_deref(),
+            Some("http://127.0.0.1:54321/auth/v1/.well-known/jwks.json")
+        );
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains(&key) && !debug.contains("jwt-secret-value"),
+            "{debug}"
+        );
+
+        let bad = parse(&[
+            "--database-url=postgres://localhost/db",
+            "--cookie-seal-keys=k1:c2hvcnQ=",
+        ])
+        .expect_err("a 5-byte key")
+        .to_string();
+        assert!(bad.contains("k1") && !bad.contains("c2hvcnQ="), "{bad}");
+        let pool_only = parse(&["--database-url=postgres://localhost/db"]).expect("valid");
+        assert!(pool_only.jwks_url().is_none());
     }
 
     #[test]

@@ -1,17 +1,21 @@
-//! The database path: one call of `public.ingest_signal` per webhook.
+//! The database path: one call of `public.ingest_signal` per webhook, and
+//! the other database functions ingest calls (`capture_queue_status` for
+//! `/health`, `set_tradingview_session` for the session endpoint).
 //!
-//! Two ways to make the call, with the same arguments and the same answer:
+//! Two ways to make each call, with the same arguments and the same answer:
 //!
-//! - [`Database::Rest`]: through PostgREST (`POST /rest/v1/rpc/ingest_signal`)
+//! - [`Database::rest`]: through PostgREST (`POST /rest/v1/rpc/ingest_signal`)
 //!   with the project's secret key, the way every Supabase project can be
 //!   reached. The `postgrest` crate builds the request.
-//! - [`Database::Pool`]: over a `deadpool-postgres` pool straight to
+//! - [`Database::pool`]: over a `deadpool-postgres` pool straight to
 //!   Postgres, one HTTP hop fewer, for deployments next to the database.
 //!
-//! Both take the arguments as one JSON object of named parameters
-//! ([`IngestCall::arguments`]), so the two paths cannot drift apart: the
-//! pool passes that object as a single `jsonb` parameter and unpacks it in
-//! SQL with the same names PostgREST uses.
+//! Both take `ingest_signal`'s arguments as one JSON object of named
+//! parameters ([`IngestCall::arguments`]), so the two paths cannot drift
+//! apart: the pool passes that object as a single `jsonb` parameter and
+//! unpacks it in SQL with the same names PostgREST uses. The other calls
+//! have two or no arguments and are written out for each path. Every rule
+//! lives in the SQL function, never here, so both paths obey the same ones.
 //!
 //! Every call is bounded by a deadline: TradingView gives up after 3 s, so a
 //! database that does not answer must turn into a quick 503 (which
@@ -149,7 +153,7 @@ pub enum DbError {
     Pool(#[source] deadpool_postgres::PoolError),
     #[error("the query failed")]
     Query(#[source] tokio_postgres::Error),
-    #[error("the answer was not what ingest_signal returns")]
+    #[error("the answer was not what the database function returns")]
     Decode(#[source] serde_json::Error),
 }
 
@@ -325,6 +329,39 @@ impl Database {
         serde_json::from_value(value).map_err(DbError::Decode)
     }
 
+    /// Stores the trader's sealed TradingView session (`Some`, marked valid)
+    /// or forgets it (`None`, marked invalid) with
+    /// `public.set_tradingview_session`; `false` when the user has no
+    /// settings row. The value is [`cookie_seal`]'s envelope, never
+    /// plaintext (the function refuses anything else).
+    pub async fn set_session(&self, user_id: Uuid, sealed: Option<&[u8]>) -> Result<bool, DbError> {
+        let value = self
+            .bounded(async {
+                match &self.path {
+                    Path::Rest(rest) => {
+                        let args = json!({
+                            "p_user_id": user_id,
+                            "p_sealed": sealed.map(bytea_literal),
+                        });
+                        rest.rpc("set_tradingview_session", &args).await
+                    }
+                    Path::Pool(pool) => {
+                        let client = pool.get().await.map_err(DbError::Pool)?;
+                        let row = client
+                            .query_one(
+                                "select public.set_tradingview_session($1, $2)",
+                                &[&user_id, &sealed],
+                            )
+                            .await
+                            .map_err(DbError::Query)?;
+                        Ok(Value::Bool(row.get(0)))
+                    }
+                }
+            })
+            .await?;
+        serde_json::from_value(value).map_err(DbError::Decode)
+    }
+
     async fn bounded<T>(
         &self,
         work: impl Future<Output = Result<T, DbError>>,
@@ -335,9 +372,27 @@ impl Database {
     }
 }
 
+/// `bytes` as Postgres reads a `bytea` from text (`\x` and hex), the form
+/// in which PostgREST passes a JSON string argument on.
+fn bytea_literal(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut literal = String::with_capacity(2 + 2 * bytes.len());
+    literal.push_str("\\x");
+    for b in bytes {
+        let _ = write!(literal, "{b:02x}");
+    }
+    literal
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytea_literals_are_hex_escaped() {
+        assert_eq!(bytea_literal(&[]), r"\x");
+        assert_eq!(bytea_literal(&[0x01, 0xab, 0x00]), r"\x01ab00");
+    }
 
     #[test]
     fn arguments_carry_the_parsed_signal_and_the_url_chart_wins() {

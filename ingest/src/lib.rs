@@ -4,17 +4,25 @@
 //!
 //! - [`config`]: the binary's settings, parsed once from flags and
 //!   environment variables into typed values (addresses, URLs, durations,
-//!   networks, secrets that never print).
+//!   networks, secrets that never print); the Supabase, logging and seal-key
+//!   settings are `service-runtime`'s, flattened in.
 //! - [`server`]: [`server::run`] takes a bound listener, an [`server::App`]
 //!   (database path, guard, metrics) and a shutdown future, and serves HTTP
-//!   until the future resolves, then drains within a grace period. Routing,
-//!   body limits and the answer to each outcome live there.
+//!   until the future resolves, then drains within a grace period. Its
+//!   `mod.rs` holds the route table; each route is a module of its own:
+//!   `server::webhook` (the alert), [`server::session`] (the trader's
+//!   TradingView session) and `server::health` (health and metrics).
 //! - [`signal`]: the pure parser. [`signal::Signal::parse`] turns a webhook
 //!   body (JSON, labelled lines, TradingView's default messages, free text)
 //!   into a typed [`signal::Signal`] or a [`signal::ParseError`] that tells
 //!   the trader what to send. No I/O; fuzzed and property-tested.
-//! - [`db`]: the one call per webhook, `public.ingest_signal`, through
-//!   PostgREST or a direct Postgres pool, bounded by a deadline.
+//! - [`db`]: every database call, each bounded by a deadline, through
+//!   PostgREST or a direct Postgres pool with the same arguments and
+//!   answers: `public.ingest_signal` (one per webhook),
+//!   `capture_queue_status` (`/health`), `set_tradingview_session` (the
+//!   session endpoint).
+//! - [`auth`]: the trader's Supabase access token verified (HS256 with the
+//!   JWT secret, or the project's JWKS, cached), for the session endpoint.
 //! - [`guard`]: the client's address (trusted proxies only), the source
 //!   allowlist and the per-address unknown-token throttle.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
@@ -24,12 +32,13 @@
 //!   spooled instead of stored, who may fill the spool while tokens cannot
 //!   be checked, and the replay sink that calls the database.
 //! - [`api`]: the JSON answers and [`api::ApiError`], the single place where
-//!   an error becomes an HTTP status and body.
+//!   an error becomes an HTTP status and body, for every route.
 //!
-//! The data flow: request → `server` (route, guard, body limits) → `signal`
-//! turns the body into a `Signal` or a rejection → `db` makes the one call
-//! → `api` renders the outcome. The accept loop and graceful drain are
-//! shared with the capture daemon and live in [`service_runtime::http`].
+//! The data flow: request → `server` (route table, then the route: guard,
+//! body limits) → `signal` turns the body into a `Signal` or a rejection →
+//! `db` makes the one call → `api` renders the outcome. The accept loop,
+//! graceful drain and JSON answers are shared with the capture daemon and
+//! live in [`service_runtime::http`].
 //!
 //! The spool itself is a crate of its own, [`webhook_spool`]: a durable
 //! local spool for webhooks that arrive while the database path is down
@@ -39,13 +48,13 @@
 //! database code; the edge wires it in.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod delivery;
 pub mod guard;
 pub mod metrics;
 pub mod server;
-pub mod session;
 pub mod signal;
 pub mod spool_admission;
 

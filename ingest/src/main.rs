@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cookie_seal::Keyring;
 use http::HeaderValue;
 use ingest::Config;
+use ingest::auth::{Verifier, VerifierConfig};
 use ingest::db::{Database, RestPath};
 use ingest::guard::Guard;
 use ingest::metrics::Metrics;
-use ingest::server::{App, Settings};
-use ingest::session::{SessionConfig, SessionState};
+use ingest::server::{App, SessionEndpoint, Settings, session};
 use ingest::spool_admission::{DatabaseSink, KnownTokens, SpoolAdmission};
 use service_runtime::http::Drain;
+use service_runtime::postgres::{self, PoolSettings};
 use service_runtime::{cli, shutdown, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,7 @@ use webhook_spool::{Backoff, Replayer, Spool, SpoolConfig};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: Config = cli::parse();
-    telemetry::init(config.log_format).context("Failed to initialise logging")?;
+    telemetry::init(config.logging.format).context("Failed to initialise logging")?;
     let stop = shutdown::signal().context("Failed to install signal handlers")?;
 
     let db = Arc::new(database(&config).context("Failed to set up the database path")?);
@@ -50,12 +50,9 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     if let Some(session) =
-        session_state(&config).context("Failed to set up the session endpoint")?
+        session_endpoint(&config).context("Failed to set up the session endpoint")?
     {
-        tracing::info!(
-            path = ingest::session::PATH,
-            "TradingView session endpoint on"
-        );
+        tracing::info!(path = session::PATH, "TradingView session endpoint on");
         app = app.with_session(session);
     }
     let app = Arc::new(app);
@@ -132,62 +129,58 @@ fn spool(
 /// The direct pool when `DATABASE_URL` is set, else PostgREST.
 fn database(config: &Config) -> anyhow::Result<Database> {
     if let Some(url) = &config.database_url {
-        let pg_config: tokio_postgres::Config = url
-            .expose()
-            .parse()
-            .context("Failed to read DATABASE_URL")?;
-        let manager = deadpool_postgres::Manager::from_config(
-            pg_config,
-            tokio_postgres::NoTls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        let pool = postgres::pool(
+            url,
+            PoolSettings {
+                max_size: config.db_pool_size as usize,
+                timeout: Some(config.db_timeout),
             },
-        );
-        let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(config.db_pool_size as usize)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(config.db_timeout))
-            .create_timeout(Some(config.db_timeout))
-            .build()
-            .context("Failed to build the Postgres pool")?;
+        )
+        .context("Failed to build the Postgres pool")?;
         return Ok(Database::pool(pool, config.db_timeout));
     }
     let url = config
-        .supabase_url
+        .supabase
+        .url
         .as_ref()
         .context("SUPABASE_URL or DATABASE_URL is required")?;
-    let key = config.service_key().context(
+    let key = config.supabase.service_key().context(
         "SUPABASE_SECRET_KEY or SUPABASE_SERVICE_ROLE_KEY is required with SUPABASE_URL",
     )?;
     Ok(Database::rest(RestPath::new(url, key), config.db_timeout))
 }
 
-/// The session endpoint's state, when seal keys, `SUPABASE_URL` and a
-/// service key are all configured.
-fn session_state(config: &Config) -> anyhow::Result<Option<SessionState>> {
-    let (Some(keys), Some(url), Some(key)) = (
-        config.cookie_seal_keys.as_ref(),
-        config.supabase_url.as_ref(),
-        config.service_key(),
-    ) else {
+/// The session endpoint, when seal keys are configured and access tokens
+/// can be verified (a JWT secret, or a JWKS URL). It stores sessions over
+/// the same database path as the webhooks.
+fn session_endpoint(config: &Config) -> anyhow::Result<Option<SessionEndpoint>> {
+    let settings = &config.session;
+    let Some(keys) = settings.seal.keyring() else {
         return Ok(None);
     };
-    let keys = Keyring::parse(keys).context("Failed to read COOKIE_SEAL_KEYS")?;
-    let cors_origin = config
+    let jwks_url = config.jwks_url();
+    if settings.supabase_jwt_secret.is_none() && jwks_url.is_none() {
+        tracing::warn!(
+            "COOKIE_SEAL_KEYS is set but no access token can be verified (set SUPABASE_JWT_SECRET, \
+             SUPABASE_JWKS_URL or SUPABASE_URL): the TradingView session endpoint is off"
+        );
+        return Ok(None);
+    }
+    let cors_origin = settings
         .dashboard_origin
         .as_ref()
         .map(|origin| HeaderValue::from_str(origin.origin().ascii_serialization().as_str()))
         .transpose()
         .context("DASHBOARD_ORIGIN is not a valid origin")?;
-    let state = SessionState::new(SessionConfig {
-        jwks_url: config.jwks_url(),
-        jwt_secret: config.supabase_jwt_secret.clone(),
-        audience: config.jwt_audience.clone(),
-        cors_origin,
-        keys: Arc::new(keys),
-        supabase_url: url.clone(),
-        service_key: key.clone(),
+    let verifier = Verifier::new(VerifierConfig {
+        jwks_url,
+        jwt_secret: settings.supabase_jwt_secret.clone(),
+        audience: settings.jwt_audience.clone(),
     })
-    .context("Failed to build the session endpoint's HTTP client")?;
-    Ok(Some(state))
+    .context("Failed to build the JWKS client")?;
+    Ok(Some(SessionEndpoint::new(
+        verifier,
+        Arc::clone(keys),
+        cors_origin,
+    )))
 }

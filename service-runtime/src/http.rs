@@ -9,6 +9,9 @@
 //!
 //! Connections speak HTTP/1.1 (keep-alive) or HTTP/2 without TLS (h2c), as
 //! the client chooses. TLS is terminated by the reverse proxy in front.
+//!
+//! [`respond`] is the one way either binary writes a JSON answer, so every
+//! JSON body has the same content type.
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -18,7 +21,10 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -163,4 +169,18 @@ async fn accept_within(
         .expect("the connection semaphore is never closed");
     let (stream, peer) = listener.accept().await?;
     Ok((stream, peer, slot))
+}
+
+/// A JSON answer: `status`, `value` serialised as the body,
+/// `Content-Type: application/json`.
+pub fn respond(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    // Serialising our own plain values (strings, numbers, bools, maps of
+    // them) cannot fail; if it ever did, an empty object is still JSON.
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }

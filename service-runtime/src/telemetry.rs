@@ -25,6 +25,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// `LOG_FORMAT`, the one logging setting, as each binary's config flattens
+/// it (`RUST_LOG` is read by [`init`] itself, the way `tracing` expects).
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub struct Logging {
+    /// Log line format.
+    #[arg(
+        long = "log-format",
+        value_name = "LOG_FORMAT",
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub format: LogFormat,
+}
+
 /// Why logging could not be set up. Both are start-up errors: the binary
 /// should report them and exit.
 #[derive(Debug, thiserror::Error)]

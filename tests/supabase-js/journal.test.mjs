@@ -410,6 +410,8 @@ describe('callers the policies turn away', () => {
     const dashboard = clientFor(t.id);
     refused(await dashboard.rpc('ingest_signal', { p_token: t.webhookToken, p_received_at: new Date().toISOString(), p_raw_message: 'x' }));
     refused(await dashboard.rpc('capture_queue_status'));
+    // Not even for their own row: the session is sealed by ingest, never written by the browser.
+    refused(await dashboard.rpc('set_tradingview_session', { p_user_id: t.id, p_sealed: null }));
   });
 
   test('an expired session is refused, not treated as anonymous', async () => {

@@ -1,7 +1,8 @@
-//! The HTTP server as a client sees it: real sockets on `127.0.0.1:0`.
+//! The HTTP server as a client sees it: real sockets on `127.0.0.1:0`, a
+//! keep-alive connection, shutdown and its drain. The database path leads
+//! nowhere: these tests never reach it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,59 +10,27 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
 use ingest::db::{Database, RestPath};
-use ingest::guard::Guard;
-use ingest::metrics::Metrics;
-use ingest::server::{App, Settings};
 use service_runtime::SecretString;
 use service_runtime::http::Drain;
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-/// A server running in the background, and the handle that stops it.
-struct TestApp {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    server: JoinHandle<Drain>,
-}
+use crate::helpers::{Options, TestApp, Upstream, spawn_app};
 
-impl TestApp {
-    /// Triggers shutdown and returns how the drain ended, failing the test
-    /// if the server does not return within `limit`.
-    async fn shut_down(self, limit: Duration) -> Drain {
-        self.stop.send(()).expect("server still running");
-        tokio::time::timeout(limit, self.server)
-            .await
-            .expect("server returned within the limit")
-            .expect("server task did not panic")
-    }
-}
-
-/// A server whose database path leads nowhere: these tests never reach it.
-async fn spawn_app(grace: Duration) -> TestApp {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let (stop, stopped) = oneshot::channel::<()>();
+/// An app whose database path leads nowhere, with the drain deadline `grace`.
+async fn spawn(grace: Duration) -> TestApp {
     let nowhere = RestPath::new(
         &"http://127.0.0.1:9".parse().expect("url"),
         &SecretString::from("sb_secret_unused"),
     );
-    let app = App::new(
-        Database::rest(nowhere, Duration::from_secs(1)),
-        Guard::new(None, vec![], 30),
-        Metrics::new(),
-        Settings {
-            max_body_bytes: 64 * 1024,
-            read_timeout: Duration::from_secs(30),
-            max_connections: 64,
-            grace,
-        },
-    );
-    let server = tokio::spawn(ingest::run(listener, Arc::new(app), async {
-        let _ = stopped.await;
-    }));
-    TestApp { addr, stop, server }
+    let mut options = Options::on(Upstream::Given(Database::rest(
+        nowhere,
+        Duration::from_secs(1),
+    )));
+    options.read_timeout = Duration::from_secs(30);
+    options.grace = grace;
+    spawn_app(options).await
 }
 
 /// An HTTP/1.1 client connection kept open between requests.
@@ -107,7 +76,7 @@ impl Client {
 
 #[tokio::test]
 async fn health_live_answers_ok() {
-    let app = spawn_app(Duration::from_secs(5)).await;
+    let app = spawn(Duration::from_secs(5)).await;
     let mut client = Client::connect(app.addr).await;
 
     let (status, headers, body) = client.send(Method::GET, "/health/live").await;
@@ -119,7 +88,7 @@ async fn health_live_answers_ok() {
 
 #[tokio::test]
 async fn unknown_route_is_a_json_404() {
-    let app = spawn_app(Duration::from_secs(5)).await;
+    let app = spawn(Duration::from_secs(5)).await;
     let mut client = Client::connect(app.addr).await;
 
     let (status, headers, body) = client.send(Method::GET, "/nope").await;
@@ -138,7 +107,7 @@ async fn unknown_route_is_a_json_404() {
 
 #[tokio::test]
 async fn wrong_method_on_a_known_path_is_a_405() {
-    let app = spawn_app(Duration::from_secs(5)).await;
+    let app = spawn(Duration::from_secs(5)).await;
     let mut client = Client::connect(app.addr).await;
 
     let (status, headers, body) = client.send(Method::POST, "/health/live").await;
@@ -153,7 +122,7 @@ async fn wrong_method_on_a_known_path_is_a_405() {
 /// accepting new connections.
 #[tokio::test]
 async fn shutdown_closes_idle_connections_and_completes() {
-    let app = spawn_app(Duration::from_secs(30)).await;
+    let app = spawn(Duration::from_secs(30)).await;
     let addr = app.addr;
     let mut client = Client::connect(addr).await;
     let (status, _, _) = client.send(Method::GET, "/health/live").await;
@@ -177,7 +146,7 @@ async fn shutdown_closes_idle_connections_and_completes() {
 #[tokio::test]
 async fn shutdown_drain_is_bounded_by_the_grace_period() {
     let grace = Duration::from_millis(300);
-    let app = spawn_app(grace).await;
+    let app = spawn(grace).await;
     let mut stalled = TcpStream::connect(app.addr).await.expect("connect");
     stalled
         .write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n")

@@ -73,13 +73,9 @@ impl Case {
     }
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one table of cases reads best as one list"
-)]
-fn cases() -> Vec<Case> {
+/// JSON bodies, with the aliases traders use.
+fn json_cases() -> Vec<Case> {
     vec![
-        // --- JSON -----------------------------------------------------------
         json(
             r#"{"ticker": "BINANCE:BTCUSDT", "price": "67890.50", "action": "buy", "interval": "60", "indicator": "Trend Pro"}"#,
             "BINANCE:BTCUSDT",
@@ -171,6 +167,12 @@ fn cases() -> Vec<Case> {
             "BINANCE:BTCUSDT",
         )
         .price("0.000015"),
+    ]
+}
+
+/// Bodies that look like JSON but are not a JSON object: read as text.
+fn almost_json_cases() -> Vec<Case> {
+    vec![
         // A JSON string body is unwrapped and read as text.
         text(r#""BINANCE:BTCUSDT buy @ 67890""#, "BINANCE:BTCUSDT")
             .price("67890")
@@ -189,7 +191,12 @@ fn cases() -> Vec<Case> {
             "BINANCE:BTCUSDT",
         )
         .short(),
-        // --- Labelled lines -------------------------------------------------
+    ]
+}
+
+/// `Label: value` lines, in English and Spanish.
+fn labelled_cases() -> Vec<Case> {
+    vec![
         text(
             "🚨 Señal: COMPRA\nSímbolo: BINANCE:BTCUSDT\nPrecio: $67,890.50\nTemporalidad: 1h",
             "BINANCE:BTCUSDT",
@@ -279,7 +286,12 @@ fn cases() -> Vec<Case> {
         .interval("15m")
         .kind("Venta"),
         text("ticker:binance:btcusdt\nprecio:67890", "BINANCE:BTCUSDT").price("67890"),
-        // --- TradingView strategy order fills ------------------------------
+    ]
+}
+
+/// TradingView's default strategy order-fill messages.
+fn order_fill_cases() -> Vec<Case> {
+    vec![
         text(
             "Trend Pro Strategy: order sell @ 1 filled on CME_MINI:ES1!. New strategy position is -1",
             "CME_MINI:ES1!",
@@ -319,15 +331,23 @@ fn cases() -> Vec<Case> {
             "CME:6E1!",
         )
         .indicator("Strat"),
-        // --- TradingView indicator alert texts -----------------------------
+    ]
+}
+
+/// TradingView's default indicator alert texts.
+fn indicator_text_cases() -> Vec<Case> {
+    vec![
         text("BINANCE:BTCUSDT, 1h Crossing 67,890.50", "BINANCE:BTCUSDT")
             .price("67890.50")
             .interval("1h")
             .kind("Crossing"),
-        text("BINANCE:BTCUSDT.P, 4h Crossing 68,120.00", "BINANCE:BTCUSDT.P")
-            .price("68120.00")
-            .interval("4h")
-            .kind("Crossing"),
+        text(
+            "BINANCE:BTCUSDT.P, 4h Crossing 68,120.00",
+            "BINANCE:BTCUSDT.P",
+        )
+        .price("68120.00")
+        .interval("4h")
+        .kind("Crossing"),
         text("BTCUSDT Crossing Up 67890.5", "BTCUSDT")
             .price("67890.5")
             .kind("Crossing Up"),
@@ -339,7 +359,12 @@ fn cases() -> Vec<Case> {
             .price("1.0842")
             .interval("15m")
             .kind("Crossing Down"),
-        // --- Free text ------------------------------------------------------
+    ]
+}
+
+/// Free text naming an `EXCHANGE:SYMBOL`.
+fn free_text_cases() -> Vec<Case> {
+    vec![
         text("BUY BINANCE:BTCUSDT at $67,890.50", "BINANCE:BTCUSDT")
             .price("67890.50")
             .long(),
@@ -368,6 +393,21 @@ fn cases() -> Vec<Case> {
         text("RSI:70 alcanzado en BINANCE:BTCUSDT", "BINANCE:BTCUSDT"),
         text("Compra HKEX:700", "HKEX:700").long(),
     ]
+}
+
+/// Every case, one table per kind of message.
+fn cases() -> Vec<Case> {
+    [
+        json_cases(),
+        almost_json_cases(),
+        labelled_cases(),
+        order_fill_cases(),
+        indicator_text_cases(),
+        free_text_cases(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 #[test]

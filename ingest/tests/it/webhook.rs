@@ -3,210 +3,33 @@
 //! Every HTTP outcome of DESIGN.md's contract has a test, on both paths
 //! where the path matters.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use ingest::db::{Database, RestPath};
-use ingest::guard::Guard;
-use ingest::metrics::Metrics;
-use ingest::server::{App, Settings};
 use reqwest::StatusCode;
 use serde_json::Value;
-use service_runtime::SecretString;
-use stack_harness::{Stack, Trader};
+use stack_harness::Stack;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
+use crate::helpers::{Options, Upstream, assert_error, pool_at, rest_at, spawn_app};
+
+/// The two database paths, for tests that run on both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
     Rest,
     Pool,
 }
 
-struct Options {
-    path: Path,
-    max_body_bytes: u32,
-    read_timeout: Duration,
-    db_timeout: Duration,
-    trusted_proxies: Vec<&'static str>,
-    allowed: Option<Vec<&'static str>>,
-    unknown_token_per_minute: u32,
-}
-
-impl Options {
-    fn on(path: Path) -> Self {
-        Self {
-            path,
-            max_body_bytes: 64 * 1024,
-            read_timeout: Duration::from_secs(5),
-            db_timeout: Duration::from_secs(2),
-            trusted_proxies: vec![],
-            allowed: None,
-            unknown_token_per_minute: 1_000_000,
-        }
+impl Path {
+    fn options(self) -> Options {
+        Options::on(match self {
+            Self::Rest => Upstream::Rest,
+            Self::Pool => Upstream::Pool,
+        })
     }
-}
-
-/// A running ingest, its address, and a client for it.
-struct TestApp {
-    addr: SocketAddr,
-    http: reqwest::Client,
-    stack: Stack,
-}
-
-fn database(stack: &Stack, path: Path, deadline: Duration) -> Database {
-    match path {
-        Path::Rest => Database::rest(
-            RestPath::new(
-                &stack.supabase_url.parse().expect("SUPABASE_URL"),
-                &SecretString::from(stack.service_role_key.clone()),
-            ),
-            deadline,
-        ),
-        Path::Pool => {
-            let config: tokio_postgres::Config = stack.database_url.parse().expect("DATABASE_URL");
-            let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
-            let pool = deadpool_postgres::Pool::builder(manager)
-                .max_size(8)
-                .runtime(deadpool_postgres::Runtime::Tokio1)
-                .wait_timeout(Some(deadline))
-                .create_timeout(Some(deadline))
-                .build()
-                .expect("pool");
-            Database::pool(pool, deadline)
-        }
-    }
-}
-
-async fn spawn_with(options: Options, db: Database) -> TestApp {
-    let stack = Stack::from_env();
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let parse_nets = |nets: &[&str]| -> Vec<ingest::config::IpNet> {
-        nets.iter().map(|n| n.parse().expect("net")).collect()
-    };
-    let app = App::new(
-        db,
-        Guard::new(
-            options.allowed.as_deref().map(parse_nets),
-            parse_nets(&options.trusted_proxies),
-            options.unknown_token_per_minute,
-        ),
-        Metrics::new(),
-        Settings {
-            max_body_bytes: options.max_body_bytes,
-            read_timeout: options.read_timeout,
-            max_connections: 1024,
-            grace: Duration::from_secs(1),
-        },
-    );
-    tokio::spawn(ingest::run(listener, Arc::new(app), std::future::pending()));
-    TestApp {
-        addr,
-        http: reqwest::Client::new(),
-        stack,
-    }
-}
-
-async fn spawn(options: Options) -> TestApp {
-    let stack = Stack::from_env();
-    let db = database(&stack, options.path, options.db_timeout);
-    spawn_with(options, db).await
-}
-
-impl TestApp {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn post(
-        &self,
-        path: &str,
-        body: impl Into<reqwest::Body>,
-    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        self.post_with(path, body, &[]).await
-    }
-
-    async fn post_with(
-        &self,
-        path: &str,
-        body: impl Into<reqwest::Body>,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut request = self.http.post(self.url(path)).body(body);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.expect("response");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.json().await.expect("JSON answer");
-        (status, headers, body)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, String) {
-        let response = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("response");
-        (response.status(), response.text().await.expect("body"))
-    }
-
-    async fn trader(&self, plan: &str) -> Trader {
-        self.stack.trader(plan).await
-    }
-
-    async fn count(&self, sql: &str, id: Uuid) -> i64 {
-        self.stack
-            .db()
-            .await
-            .query_one(sql, &[&id])
-            .await
-            .expect("count")
-            .get(0)
-    }
-
-    async fn signals_of(&self, trader: &Trader) -> i64 {
-        self.count(
-            "select count(*) from public.signals where user_id = $1",
-            trader.id,
-        )
-        .await
-    }
-
-    /// The trader's delivery log, newest last: (outcome, reason, status).
-    async fn deliveries(&self, trader: &Trader) -> Vec<(String, Option<String>, i16)> {
-        self.stack
-            .db()
-            .await
-            .query(
-                "select outcome, reason, http_status from public.webhook_deliveries \
-                  where user_id = $1 order by id",
-                &[&trader.id],
-            )
-            .await
-            .expect("deliveries")
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect()
-    }
-}
-
-fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
-    assert_eq!(status, expected, "{body}");
-    assert_eq!(body["success"], false, "{body}");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
 }
 
 const JSON_ALERT: &str = r#"{"ticker":"BINANCE:BTCUSDT","price":"67890.5","action":"buy","interval":"1h","strategy":"Trend Pro"}"#;
@@ -222,7 +45,7 @@ async fn an_alert_becomes_a_signal_through_the_pool() {
 }
 
 async fn accepted_on(path: Path) {
-    let app = spawn(Options::on(path)).await;
+    let app = spawn_app(path.options()).await;
     let trader = app.trader("pro").await;
     let (status, _, body) = app
         .post(
@@ -242,7 +65,7 @@ async fn accepted_on(path: Path) {
         .expect("uuid");
 
     let row = app
-        .stack
+        .stack()
         .db()
         .await
         .query_one(
@@ -287,7 +110,7 @@ async fn accepted_on(path: Path) {
 
 #[tokio::test]
 async fn text_alerts_and_the_short_alias_are_accepted() {
-    let app = spawn(Options::on(Path::Rest)).await;
+    let app = spawn_app(Path::Rest.options()).await;
     let trader = app.trader("pro").await;
     // A JSON-looking message with a trailing newline arrives as text/plain.
     let body = "🚨 Señal: COMPRA\r\nTicker: NASDAQ:AAPL\r\nPrecio: 1.234,56\r\n";
@@ -305,7 +128,7 @@ async fn text_alerts_and_the_short_alias_are_accepted() {
 #[tokio::test]
 async fn a_retry_returns_the_first_signal_and_stores_no_second_on_both_paths() {
     for path in [Path::Rest, Path::Pool] {
-        let app = spawn(Options::on(path)).await;
+        let app = spawn_app(path.options()).await;
         let trader = app.trader("pro").await;
         let url = format!("/webhook/u/{}?chart=aBcD1234", trader.webhook_token);
         let (_, _, first) = app.post(&url, JSON_ALERT).await;
@@ -329,7 +152,7 @@ async fn a_retry_returns_the_first_signal_and_stores_no_second_on_both_paths() {
 #[tokio::test]
 async fn unknown_and_malformed_tokens_are_404() {
     for path in [Path::Rest, Path::Pool] {
-        let app = spawn(Options::on(path)).await;
+        let app = spawn_app(path.options()).await;
         let (status, _, body) = app
             .post(
                 "/webhook/u/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
@@ -348,9 +171,9 @@ async fn unknown_and_malformed_tokens_are_404() {
 
 #[tokio::test]
 async fn a_disabled_webhook_is_403_and_logged() {
-    let app = spawn(Options::on(Path::Pool)).await;
+    let app = spawn_app(Path::Pool.options()).await;
     let trader = app.trader("pro").await;
-    app.stack
+    app.stack()
         .db()
         .await
         .execute(
@@ -376,7 +199,7 @@ async fn a_disabled_webhook_is_403_and_logged() {
 
 #[tokio::test]
 async fn bad_bodies_get_clear_errors_and_land_in_the_delivery_log() {
-    let app = spawn(Options::on(Path::Rest)).await;
+    let app = spawn_app(Path::Rest.options()).await;
     let trader = app.trader("pro").await;
     let url = format!("/webhook/u/{}", trader.webhook_token);
 
@@ -435,9 +258,9 @@ async fn bad_bodies_get_clear_errors_and_land_in_the_delivery_log() {
 
 #[tokio::test]
 async fn a_ten_megabyte_body_is_refused_early_with_413() {
-    let mut options = Options::on(Path::Pool);
+    let mut options = Path::Pool.options();
     options.max_body_bytes = 16 * 1024;
-    let app = spawn(options).await;
+    let app = spawn_app(options).await;
     let trader = app.trader("pro").await;
     let url = format!("/webhook/u/{}", trader.webhook_token);
 
@@ -484,9 +307,9 @@ async fn a_ten_megabyte_body_is_refused_early_with_413() {
 
 #[tokio::test]
 async fn the_monthly_quota_and_the_rate_limit_answer_429_with_retry_after() {
-    let app = spawn(Options::on(Path::Rest)).await;
+    let app = spawn_app(Path::Rest.options()).await;
     let trader = app.trader("free").await;
-    let db = app.stack.db().await;
+    let db = app.stack().db().await;
     db.execute(
         "update public.user_config set signals_this_period = 100 where user_id = $1",
         &[&trader.id],
@@ -541,30 +364,17 @@ async fn an_unreachable_database_is_a_quick_opaque_503_on_both_paths() {
     let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let dead_addr = dead.local_addr().expect("addr");
     drop(dead);
-    let rest = Database::rest(
-        RestPath::new(
-            &format!("http://{dead_addr}").parse().expect("url"),
-            &SecretString::from(stack.service_role_key.clone()),
-        ),
+    let rest = rest_at(
+        &stack,
+        &format!("http://{dead_addr}"),
         Duration::from_secs(2),
     );
-    let pool = {
-        let config: tokio_postgres::Config = format!("postgresql://postgres@{dead_addr}/postgres")
-            .parse()
-            .expect("url");
-        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
-        Database::pool(
-            deadpool_postgres::Pool::builder(manager)
-                .runtime(deadpool_postgres::Runtime::Tokio1)
-                .wait_timeout(Some(Duration::from_secs(2)))
-                .create_timeout(Some(Duration::from_secs(2)))
-                .build()
-                .expect("pool"),
-            Duration::from_secs(2),
-        )
-    };
+    let pool = pool_at(
+        &format!("postgresql://postgres@{dead_addr}/postgres"),
+        Duration::from_secs(2),
+    );
     for db in [rest, pool] {
-        let app = spawn_with(Options::on(Path::Rest), db).await;
+        let app = spawn_app(Options::on(Upstream::Given(db))).await;
         let started = Instant::now();
         let (status, headers, body) = app
             .post(
@@ -606,14 +416,12 @@ async fn a_database_that_hangs_is_cut_off_by_the_deadline() {
         }
     });
     let stack = Stack::from_env();
-    let db = Database::rest(
-        RestPath::new(
-            &format!("http://{hang_addr}").parse().expect("url"),
-            &SecretString::from(stack.service_role_key.clone()),
-        ),
+    let db = rest_at(
+        &stack,
+        &format!("http://{hang_addr}"),
         Duration::from_millis(500),
     );
-    let app = spawn_with(Options::on(Path::Rest), db).await;
+    let app = spawn_app(Options::on(Upstream::Given(db))).await;
     let started = Instant::now();
     let (status, _, body) = app
         .post(
@@ -650,9 +458,9 @@ async fn a_database_that_hangs_is_cut_off_by_the_deadline() {
 
 #[tokio::test]
 async fn a_slow_client_is_disconnected() {
-    let mut options = Options::on(Path::Rest);
+    let mut options = Path::Rest.options();
     options.read_timeout = Duration::from_millis(500);
-    let app = spawn(options).await;
+    let app = spawn_app(options).await;
     // Headers that never finish.
     let mut stream = TcpStream::connect(app.addr).await.expect("connect");
     stream
@@ -689,10 +497,10 @@ async fn a_slow_client_is_disconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_guessing_from_one_address_is_throttled_while_traders_keep_posting() {
     const WAVE: usize = 10;
-    let mut options = Options::on(Path::Pool);
+    let mut options = Path::Pool.options();
     options.trusted_proxies = vec!["127.0.0.1"];
     options.unknown_token_per_minute = 20;
-    let app = Arc::new(spawn(options).await);
+    let app = Arc::new(spawn_app(options).await);
     let trader = app.trader("premium").await;
     let guesser = [("x-forwarded-for", "203.0.113.9")];
 
@@ -756,10 +564,10 @@ async fn token_guessing_from_one_address_is_throttled_while_traders_keep_posting
 
 #[tokio::test]
 async fn the_allowlist_refuses_other_sources() {
-    let mut options = Options::on(Path::Rest);
+    let mut options = Path::Rest.options();
     options.trusted_proxies = vec!["127.0.0.1"];
     options.allowed = Some(vec!["52.89.214.238", "34.212.75.30"]);
-    let app = spawn(options).await;
+    let app = spawn_app(options).await;
     let trader = app.trader("pro").await;
     let url = format!("/webhook/u/{}", trader.webhook_token);
     let (status, _, body) = app
@@ -776,7 +584,7 @@ async fn the_allowlist_refuses_other_sources() {
 #[tokio::test]
 async fn health_ready_and_metrics_report_the_service() {
     for path in [Path::Rest, Path::Pool] {
-        let app = spawn(Options::on(path)).await;
+        let app = spawn_app(path.options()).await;
         let (status, body) = app.get("/health").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let health: Value = serde_json::from_str(&body).expect("json");
@@ -831,7 +639,7 @@ async fn health_ready_and_metrics_report_the_service() {
 async fn under_load_stored_signals_equal_the_200_answers_exactly() {
     use futures::StreamExt as _;
     for path in [Path::Rest, Path::Pool] {
-        let app = Arc::new(spawn(Options::on(path)).await);
+        let app = Arc::new(spawn_app(path.options()).await);
         let mut traders = Vec::new();
         for _ in 0..8 {
             traders.push(app.trader("premium").await);
@@ -862,94 +670,4 @@ async fn under_load_stored_signals_equal_the_200_answers_exactly() {
         assert_eq!(stored, i64::try_from(ids.len()).expect("small"), "{path:?}");
         assert_eq!(stored, 400, "{path:?}");
     }
-}
-
-/// The session endpoint is routed by the server when configured, answers
-/// CORS preflights for the dashboard, and is absent otherwise.
-#[tokio::test]
-async fn the_session_endpoint_is_served_next_to_the_webhook() {
-    use base64::Engine as _;
-    use ingest::session::{PATH, SessionConfig, SessionState};
-
-    let stack = Stack::from_env();
-    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-    let keys = cookie_seal::Keyring::parse(&SecretString::from(format!("k1:{key}"))).expect("keys");
-    let session = SessionState::new(SessionConfig {
-        jwks_url: None,
-        jwt_secret: Some(SecretString::from(stack.jwt_secret.clone())),
-        audience: "authenticated".into(),
-        cors_origin: Some(http::HeaderValue::from_static("https://dashboard.example")),
-        keys: Arc::new(keys),
-        supabase_url: stack.supabase_url.parse().expect("url"),
-        service_key: SecretString::from(stack.service_role_key.clone()),
-    })
-    .expect("state");
-
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = App::new(
-        database(&stack, Path::Rest, Duration::from_secs(2)),
-        Guard::new(None, vec![], 30),
-        Metrics::new(),
-        Settings {
-            max_body_bytes: 64 * 1024,
-            read_timeout: Duration::from_secs(5),
-            max_connections: 64,
-            grace: Duration::from_secs(1),
-        },
-    )
-    .with_session(session);
-    tokio::spawn(ingest::run(listener, Arc::new(app), std::future::pending()));
-    let http = reqwest::Client::new();
-    let url = format!("http://{addr}{PATH}");
-
-    let trader = stack.trader("pro").await;
-    let token = stack.jwt_for(&trader);
-    let put = http
-        .put(&url)
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "sessionid": "abc123", "sessionid_sign": "v1:xyz" }))
-        .send()
-        .await
-        .expect("put");
-    assert!(put.status().is_success(), "{}", put.status());
-    let row = stack
-        .db()
-        .await
-        .query_one(
-            "select tradingview_cookies_sealed is not null, cookies_valid from public.user_config where user_id = $1",
-            &[&trader.id],
-        )
-        .await
-        .expect("row");
-    assert!(row.get::<_, bool>(0), "the sealed pair is stored");
-    assert!(row.get::<_, bool>(1));
-
-    let anonymous = http
-        .put(&url)
-        .json(&serde_json::json!({ "sessionid": "a", "sessionid_sign": "b" }))
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-
-    let preflight = http
-        .request(reqwest::Method::OPTIONS, &url)
-        .header("origin", "https://dashboard.example")
-        .header("access-control-request-method", "PUT")
-        .send()
-        .await
-        .expect("preflight");
-    assert!(preflight.status().is_success(), "{}", preflight.status());
-    assert_eq!(
-        preflight.headers()["access-control-allow-origin"],
-        "https://dashboard.example"
-    );
-
-    let (status, body) = spawn(Options::on(Path::Rest)).await.get(PATH).await;
-    assert_eq!(
-        status,
-        StatusCode::NOT_FOUND,
-        "off unless configured: {body}"
-    );
 }

@@ -1,0 +1,396 @@
+//! [`spawn_app`]: an ingest served from this process on `127.0.0.1:0`, wired
+//! the way `main` wires it, and typed helpers to talk to it and to read what
+//! it stored.
+//!
+//! The database path is the stack's real PostgREST (through its gateway) or
+//! a direct pool to its Postgres, PostgREST behind a [`Switch`] the test
+//! turns off and on, or a path the test built (a dead or hanging address).
+//! Tests that never reach a database need no stack: the stack's settings
+//! are read from the environment only when first used.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use cookie_seal::Keyring;
+use ingest::auth::{Verifier, VerifierConfig};
+use ingest::db::{Database, RestPath};
+use ingest::spool_admission::{DatabaseSink, KnownTokens, SpoolAdmission};
+use ingest::guard::Guard;
+use ingest::metrics::Metrics;
+use ingest::server::{App, SessionEndpoint, Settings};
+use webhook_spool::{Backoff, Replayer, Spool, SpoolConfig};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use service_runtime::SecretString;
+use service_runtime::http::Drain;
+use service_runtime::postgres::{PoolSettings, pool};
+use stack_harness::{Stack, Trader};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::switch::Switch;
+
+/// Where the app's database calls go.
+pub(crate) enum Upstream {
+    /// PostgREST through the stack's gateway, with the service-role key.
+    Rest,
+    /// A direct pool to the stack's Postgres.
+    Pool,
+    /// PostgREST through a [`Switch`] (`TestApp::switch`).
+    Switched,
+    /// A database path the test built.
+    Given(Database),
+}
+
+/// How to build the app; [`Options::on`] gives the defaults.
+pub(crate) struct Options {
+    pub(crate) upstream: Upstream,
+    pub(crate) db_timeout: Duration,
+    pub(crate) max_body_bytes: u32,
+    pub(crate) read_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) grace: Duration,
+    pub(crate) trusted_proxies: Vec<&'static str>,
+    pub(crate) allowed: Option<Vec<&'static str>>,
+    pub(crate) unknown_token_per_minute: u32,
+    /// A spool in a fresh directory, with its replayer running.
+    pub(crate) spool: Option<SpoolLimits>,
+    /// The session endpoint, sealing with [`keyring`] and verifying the
+    /// stack's HS256 tokens.
+    pub(crate) session: Option<SessionOptions>,
+}
+
+impl Options {
+    pub(crate) fn on(upstream: Upstream) -> Self {
+        Self {
+            upstream,
+            db_timeout: Duration::from_secs(2),
+            max_body_bytes: 64 * 1024,
+            read_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            grace: Duration::from_secs(1),
+            trusted_proxies: vec![],
+            allowed: None,
+            unknown_token_per_minute: 1_000_000,
+            spool: None,
+            session: None,
+        }
+    }
+}
+
+pub(crate) struct SpoolLimits {
+    pub(crate) max_bytes: u64,
+    pub(crate) unverified_per_minute: u32,
+    /// The replayer's retry delay after a failure.
+    pub(crate) replay_backoff: Duration,
+}
+
+impl Default for SpoolLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 20,
+            unverified_per_minute: 1000,
+            replay_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct SessionOptions {
+    /// `DASHBOARD_ORIGIN`.
+    pub(crate) cors_origin: Option<&'static str>,
+}
+
+/// A running ingest, a client for it, and the stack behind it.
+pub(crate) struct TestApp {
+    pub(crate) addr: SocketAddr,
+    pub(crate) http: reqwest::Client,
+    /// Set with [`Upstream::Switched`].
+    pub(crate) switch: Option<Switch>,
+    stack: OnceLock<Stack>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Drain>>,
+    _spool_dir: Option<tempfile::TempDir>,
+}
+
+/// The keys the session endpoint seals with.
+pub(crate) fn keyring() -> Keyring {
+    let key = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+    Keyring::parse(&SecretString::from(format!("it1:{key}"))).expect("a valid key")
+}
+
+/// PostgREST at `url` with the stack's service-role key.
+pub(crate) fn rest_at(stack: &Stack, url: &str, deadline: Duration) -> Database {
+    Database::rest(
+        RestPath::new(
+            &url.parse().expect("a URL"),
+            &SecretString::from(stack.service_role_key.clone()),
+        ),
+        deadline,
+    )
+}
+
+/// A pool to `url`, built the way `main` builds it.
+pub(crate) fn pool_at(url: &str, deadline: Duration) -> Database {
+    let pool = pool(
+        &url.parse().expect("a Postgres URL"),
+        PoolSettings {
+            max_size: 8,
+            timeout: Some(deadline),
+        },
+    )
+    .expect("a pool");
+    Database::pool(pool, deadline)
+}
+
+pub(crate) async fn spawn_app(options: Options) -> TestApp {
+    let stack = OnceLock::new();
+    let mut switch = None;
+    let db = Arc::new(match options.upstream {
+        Upstream::Rest => {
+            let stack = stack.get_or_init(Stack::from_env);
+            rest_at(stack, &stack.supabase_url, options.db_timeout)
+        }
+        Upstream::Pool => pool_at(
+            &stack.get_or_init(Stack::from_env).database_url,
+            options.db_timeout,
+        ),
+        Upstream::Switched => {
+            let stack = stack.get_or_init(Stack::from_env);
+            let started = Switch::start(gateway(stack)).await;
+            let db = rest_at(stack, &started.url(), options.db_timeout);
+            switch = Some(started);
+            db
+        }
+        Upstream::Given(db) => db,
+    });
+    let nets = |nets: &[&str]| -> Vec<ingest::config::IpNet> {
+        nets.iter().map(|n| n.parse().expect("a network")).collect()
+    };
+    let mut app = App::new(
+        Arc::clone(&db),
+        Guard::new(
+            options.allowed.as_deref().map(nets),
+            nets(&options.trusted_proxies),
+            options.unknown_token_per_minute,
+        ),
+        Metrics::new(),
+        Settings {
+            max_body_bytes: options.max_body_bytes,
+            read_timeout: options.read_timeout,
+            max_connections: options.max_connections,
+            grace: options.grace,
+        },
+    );
+    if let Some(session) = options.session {
+        app = app.with_session(session_endpoint(
+            stack.get_or_init(Stack::from_env),
+            &session,
+        ));
+    }
+    let mut spool_dir = None;
+    if let Some(limits) = options.spool {
+        let dir = tempfile::tempdir().expect("a spool directory");
+        let (fallback, replayer) = spool(&db, dir.path(), &limits);
+        app = app.with_fallback(fallback);
+        tokio::spawn(async move { replayer.run(std::future::pending()).await });
+        spool_dir = Some(dir);
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(ingest::run(listener, Arc::new(app), async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        http: reqwest::Client::new(),
+        switch,
+        stack,
+        stop: Some(stop),
+        server: Some(server),
+        _spool_dir: spool_dir,
+    }
+}
+
+fn session_endpoint(stack: &Stack, options: &SessionOptions) -> SessionEndpoint {
+    let verifier = Verifier::new(VerifierConfig {
+        jwks_url: None,
+        jwt_secret: Some(SecretString::from(stack.jwt_secret.clone())),
+        audience: "authenticated".into(),
+    })
+    .expect("a verifier");
+    SessionEndpoint::new(
+        verifier,
+        Arc::new(keyring()),
+        options
+            .cors_origin
+            .map(|origin| http::HeaderValue::from_str(origin).expect("an origin")),
+    )
+}
+
+/// The spool and its replayer, wired as `main` wires them.
+fn spool(
+    db: &Arc<Database>,
+    dir: &std::path::Path,
+    limits: &SpoolLimits,
+) -> (SpoolAdmission, Replayer<DatabaseSink>) {
+    let (spool, _) = Spool::open(&SpoolConfig::new(dir, limits.max_bytes)).expect("open the spool");
+    let known = Arc::new(KnownTokens::default());
+    let replayer = Replayer::new(
+        spool.clone(),
+        DatabaseSink::new(Arc::clone(db), Arc::clone(&known)),
+    )
+    .with_backoff(Backoff {
+        initial: limits.replay_backoff,
+        max: limits.replay_backoff * 4,
+    });
+    let fallback = SpoolAdmission::new(
+        spool,
+        known,
+        NonZeroU32::new(limits.unverified_per_minute).expect("non-zero"),
+        replayer.counters(),
+    );
+    (fallback, replayer)
+}
+
+/// The stack gateway's address (what [`Switch`] forwards to).
+pub(crate) fn gateway(stack: &Stack) -> SocketAddr {
+    let url: url::Url = stack.supabase_url.parse().expect("SUPABASE_URL");
+    url.socket_addrs(|| None).expect("gateway address")[0]
+}
+
+impl TestApp {
+    pub(crate) fn stack(&self) -> &Stack {
+        self.stack.get_or_init(Stack::from_env)
+    }
+
+    /// The switch in front of PostgREST ([`Upstream::Switched`]).
+    pub(crate) fn switch(&self) -> &Switch {
+        self.switch
+            .as_ref()
+            .expect("spawned with Upstream::Switched")
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Triggers shutdown and returns how the drain ended, failing the test
+    /// if the server does not return within `limit`.
+    pub(crate) async fn shut_down(mut self, limit: Duration) -> Drain {
+        self.stop
+            .take()
+            .expect("not stopped yet")
+            .send(())
+            .expect("server still running");
+        let server = self.server.take().expect("not stopped yet");
+        tokio::time::timeout(limit, server)
+            .await
+            .expect("server returned within the limit")
+            .expect("server task did not panic")
+    }
+
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        self.post_with(path, body, &[]).await
+    }
+
+    pub(crate) async fn post_with(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut request = self.http.post(self.url(path)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.json().await.expect("JSON answer");
+        (status, headers, body)
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, String) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("response");
+        (response.status(), response.text().await.expect("body"))
+    }
+
+    pub(crate) async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        let (status, body) = self.get(path).await;
+        (status, serde_json::from_str(&body).expect("JSON"))
+    }
+
+    pub(crate) async fn metrics(&self) -> String {
+        self.get("/metrics").await.1
+    }
+
+    pub(crate) async fn trader(&self, plan: &str) -> Trader {
+        self.stack().trader(plan).await
+    }
+
+    /// `sql`'s `count(*)`, with `$1` the given id.
+    pub(crate) async fn count(&self, sql: &str, id: uuid::Uuid) -> i64 {
+        self.stack()
+            .db()
+            .await
+            .query_one(sql, &[&id])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    pub(crate) async fn signals_of(&self, trader: &Trader) -> i64 {
+        self.count(
+            "select count(*) from public.signals where user_id = $1",
+            trader.id,
+        )
+        .await
+    }
+
+    /// The trader's delivery log, oldest first: (outcome, reason, status).
+    pub(crate) async fn deliveries(&self, trader: &Trader) -> Vec<(String, Option<String>, i16)> {
+        self.stack()
+            .db()
+            .await
+            .query(
+                "select outcome, reason, http_status from public.webhook_deliveries \
+                  where user_id = $1 order by id",
+                &[&trader.id],
+            )
+            .await
+            .expect("deliveries")
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+}
+
+/// An error answer: the status, the envelope, the code, and a message.
+pub(crate) fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}

@@ -1,0 +1,24 @@
+//! ingest's integration tests, one binary: the parser over real alert
+//! shapes and random input, and the server over real sockets against the
+//! local stack (PostgREST, Postgres, `ingest_signal`), each test with an
+//! app of its own from [`helpers::spawn_app`].
+//!
+//! - [`signal_parse`], [`signal_props`]: `Signal::parse`, table-driven and
+//!   property-based; no I/O.
+//! - [`server`]: the HTTP server itself (routing, keep-alive, the drain).
+//! - [`webhook`]: every answer of the webhook contract, on both database
+//!   paths where the path matters.
+//! - [`session`]: the TradingView session endpoint, on both paths.
+//! - [`outage`]: the database path down: the spool, its replay, `kill -9`.
+//!
+//! The stack's settings come from the environment (`scripts/test` exports
+//! them; by hand, `set -a; . .dev/stack.env` after `scripts/dev up`).
+
+mod helpers;
+mod outage;
+mod server;
+mod session;
+mod signal_parse;
+mod signal_props;
+mod switch;
+mod webhook;
