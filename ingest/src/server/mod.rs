@@ -38,9 +38,9 @@ use tokio::net::TcpListener;
 
 use crate::api::{ApiError, Body};
 use crate::db::{Database, DbError};
-use crate::spool_admission::SpoolAdmission;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
+use crate::spool_admission::SpoolAdmission;
 pub use session::SessionEndpoint;
 
 /// Request-level limits and the drain deadline.

@@ -29,9 +29,9 @@ use super::{Answered, App};
 use crate::api::{Accepted, ApiError, Spooled};
 use crate::db::IngestOutcome;
 use crate::delivery::{self, Delivery};
-use crate::spool_admission::SpoolAdmission;
 use crate::guard::Probe;
 use crate::signal::WebhookToken;
+use crate::spool_admission::SpoolAdmission;
 use webhook_spool::SpooledWebhook;
 
 /// The token segment of a webhook path, if the path is one.
@@ -144,7 +144,8 @@ impl App {
         }
         let started = Instant::now();
         let result = self.db.ingest(&delivery.call()).await;
-        self.metrics.db_call(self.db.kind(), "ingest_signal", started);
+        self.metrics
+            .db_call(self.db.kind(), "ingest_signal", started);
         match result {
             Ok(outcome) => {
                 if let Some(fallback) = &self.fallback {

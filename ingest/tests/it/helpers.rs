@@ -17,11 +17,10 @@ use base64::Engine as _;
 use cookie_seal::Keyring;
 use ingest::auth::{Verifier, VerifierConfig};
 use ingest::db::{Database, RestPath};
-use ingest::spool_admission::{DatabaseSink, KnownTokens, SpoolAdmission};
 use ingest::guard::Guard;
 use ingest::metrics::Metrics;
 use ingest::server::{App, SessionEndpoint, Settings};
-use webhook_spool::{Backoff, Replayer, Spool, SpoolConfig};
+use ingest::spool_admission::{DatabaseSink, KnownTokens, SpoolAdmission};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -32,6 +31,7 @@ use stack_harness::{Stack, Trader};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use webhook_spool::{Backoff, Replayer, Spool, SpoolConfig};
 
 use crate::switch::Switch;
 
