@@ -10,6 +10,7 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
+use signal_vocabulary::Direction;
 use uuid::Uuid;
 
 use crate::queue::HistoryPoint;
@@ -24,7 +25,7 @@ pub struct Headline<'a> {
     pub signal_id: Uuid,
     pub ticker: &'a str,
     pub price: Option<f64>,
-    pub direction: Option<&'a str>,
+    pub direction: Option<Direction>,
     pub time: DateTime<Utc>,
     pub indicator: Option<&'a str>,
 }
@@ -70,11 +71,8 @@ fn escape(text: &str) -> String {
     out
 }
 
-fn is_short(direction: Option<&str>) -> bool {
-    matches!(
-        direction.map(str::to_ascii_lowercase).as_deref(),
-        Some("short" | "sell" | "bearish")
-    )
+fn is_short(direction: Option<Direction>) -> bool {
+    direction == Some(Direction::Short)
 }
 
 fn format_price(price: f64) -> String {
@@ -108,13 +106,13 @@ pub fn page(
     let header_h = 72.0;
     let (left, right, top, bottom) = (24.0, w - 96.0, header_h + 16.0, h - 40.0);
 
-    let mut points: Vec<(f64, f64, Option<&str>, bool)> = history
+    let mut points: Vec<(f64, f64, Option<Direction>, bool)> = history
         .iter()
         .map(|p| {
             (
                 p.time.timestamp_millis() as f64,
                 p.price,
-                p.direction.as_deref(),
+                p.direction,
                 p.signal_id == headline.signal_id,
             )
         })
@@ -283,27 +281,27 @@ pub fn page(
 mod tests {
     use super::*;
 
-    fn point(minutes: i64, price: f64, direction: &str) -> HistoryPoint {
+    fn point(minutes: i64, price: f64, direction: Direction) -> HistoryPoint {
         HistoryPoint {
             signal_id: Uuid::new_v4(),
             time: DateTime::from_timestamp(1_700_000_000 + minutes * 60, 0).unwrap(),
             price,
-            direction: Some(direction.to_owned()),
+            direction: Some(direction),
         }
     }
 
     #[test]
     fn marks_each_signal_and_rings_the_new_one() {
         let history = vec![
-            point(0, 100.0, "long"),
-            point(5, 105.0, "short"),
-            point(9, 102.0, "long"),
+            point(0, 100.0, Direction::Long),
+            point(5, 105.0, Direction::Short),
+            point(9, 102.0, Direction::Long),
         ];
         let headline = Headline {
             signal_id: history[2].signal_id,
             ticker: "BTC<USDT>",
             price: Some(102.0),
-            direction: Some("long"),
+            direction: Some(Direction::Long),
             time: history[2].time,
             indicator: None,
         };
@@ -322,7 +320,7 @@ mod tests {
             signal_id: Uuid::new_v4(),
             ticker: "ETHUSDT",
             price: None,
-            direction: Some("short"),
+            direction: Some(Direction::Short),
             time: Utc::now(),
             indicator: Some("My Indicator"),
         };

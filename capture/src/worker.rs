@@ -402,12 +402,8 @@ impl Worker {
         job: &Job,
         cancel: CancellationToken,
     ) -> Result<(Stored, &'static str, Option<Bytes>), Failure> {
-        let (width, height) = if job.resolution == "1080p" {
-            (1920, 1080)
-        } else {
-            (1280, 720)
-        };
-        let dark = job.theme != "light";
+        let (width, height) = job.resolution.viewport();
+        let dark = job.theme.is_dark();
         let (source, kind) =
             if let (Some(session), Some(chart_id)) = (self.session(job), job.chart_id.as_deref()) {
                 (
@@ -423,7 +419,7 @@ impl Worker {
                     signal_id: job.signal_id,
                     ticker: &job.ticker,
                     price: job.price,
-                    direction: job.direction.as_deref(),
+                    direction: job.direction,
                     time: job.signal_time,
                     indicator: job.indicator_name.as_deref(),
                 };
@@ -513,16 +509,11 @@ pub fn chart_url(template: &str, job: &Job, chart_id: &str) -> String {
         _ => job.ticker.clone(),
     };
     let encode = |value: &str| utf8_percent_encode(value, URL_COMPONENT).to_string();
-    let theme = if job.theme == "light" {
-        "light"
-    } else {
-        "dark"
-    };
     template
         .replace("{chart_id}", &encode(chart_id))
         .replace("{symbol}", &encode(&symbol))
         .replace("{interval}", &encode(job.interval.as_deref().unwrap_or("")))
-        .replace("{theme}", theme)
+        .replace("{theme}", job.theme.as_str())
         .replace("{ticker}", &encode(&job.ticker))
         .replace("{exchange}", &encode(job.exchange.as_deref().unwrap_or("")))
 }
@@ -542,15 +533,15 @@ mod tests {
             exchange: Some("BINANCE".into()),
             symbol: Some("BTC/USDT".into()),
             price: Some(1.0),
-            direction: Some("long".into()),
+            direction: Some(signal_vocabulary::Direction::Long),
             interval: Some("1D".into()),
             chart_id: Some("abc".into()),
             signal_time: chrono::Utc::now(),
             indicator_name: None,
             cookies_sealed: None,
             cookies_valid: false,
-            resolution: "720p".into(),
-            theme: "dark".into(),
+            resolution: signal_vocabulary::Resolution::Hd,
+            theme: signal_vocabulary::ChartTheme::Dark,
         }
     }
 
