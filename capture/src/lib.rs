@@ -13,7 +13,7 @@
 //! - [`render`]: one Chromium per daemon, one fresh browser context per
 //!   capture (pre-warmed spares, so a job starts on a ready tab); the
 //!   trader's chart with their session, or
-//! - [`fallback`]: the built-in chart of the trader's signal history.
+//! - [`history_chart`]: the built-in chart of the trader's signal history.
 //! - [`chromium`]: Chromium started so that it dies with the daemon.
 //! - [`cdp`]: the daemon's own `DevTools` client (one websocket, flattened
 //!   page sessions, a deadline per command) that [`render`] drives it with.
@@ -37,8 +37,8 @@ pub mod cdp;
 pub mod chromium;
 pub mod config;
 pub mod daemon;
-pub mod fallback;
 pub mod health;
+pub mod history_chart;
 pub mod listener;
 pub mod metrics;
 pub mod prune;

@@ -80,7 +80,7 @@ pub enum FailOutcome {
     Stale,
 }
 
-/// One point of the trader's history for a ticker (the fallback chart).
+/// One point of the trader's history for a ticker (the built-in history chart).
 #[derive(Clone, Debug)]
 pub struct HistoryPoint {
     pub signal_id: Uuid,
@@ -308,7 +308,7 @@ impl Queue {
         Ok(())
     }
 
-    /// The trader's latest signals on this ticker, oldest first, for the fallback chart.
+    /// The trader's latest signals on this ticker, oldest first, for the built-in history chart.
     pub async fn history(&self, job: &Job, limit: i64) -> Result<Vec<HistoryPoint>, QueueError> {
         let client = self.pool.get().await?;
         let rows = client

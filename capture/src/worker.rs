@@ -36,7 +36,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::fallback;
+use crate::history_chart;
 use crate::metrics::Metrics;
 use crate::queue::{FailOutcome, Job, Queue, QueueError};
 use crate::render::{Chrome, RenderError, Request, Source};
@@ -415,7 +415,7 @@ impl Worker {
                 )
             } else {
                 let history = self.queue.history(job, HISTORY_POINTS).await?;
-                let headline = fallback::Headline {
+                let headline = history_chart::Headline {
                     signal_id: job.signal_id,
                     ticker: &job.ticker,
                     price: job.price,
@@ -424,7 +424,12 @@ impl Worker {
                     indicator: job.indicator_name.as_deref(),
                 };
                 (
-                    Source::Html(fallback::page(&headline, &history, width, height, dark)),
+                    Source::Html(history_chart::page(
+                        &headline,
+                        &history,
+                        job.resolution,
+                        job.theme,
+                    )),
                     "fallback",
                 )
             };
