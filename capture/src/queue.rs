@@ -107,12 +107,6 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// A pooled connection, for work that runs its own statements
-    /// (`capture prune`).
-    pub async fn client(&self) -> Result<deadpool_postgres::Object, QueueError> {
-        Ok(self.pool.get().await?)
-    }
-
     /// The Telegram notification about `signal_id`, if its owner wants one
     /// for this outcome (see [`crate::telegram::notification_for`]).
     pub async fn notification(
@@ -126,11 +120,6 @@ impl Queue {
 
     pub fn new(pool: Pool) -> Self {
         Self { pool }
-    }
-
-    /// The pool, for callers (reseal) that need plain statements.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
     }
 
     /// Claims up to `limit` due jobs under a lease of `lease`.

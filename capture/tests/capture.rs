@@ -476,7 +476,6 @@ async fn reseal_moves_every_stored_session_to_the_current_key() {
     use cookie_seal::Keyring;
     let test_db = TestDb::create(&stack()).await;
     let db = test_db.client().await;
-    let charts = ChartServer::start(10).await;
     let old = keyring();
     let mut traders = Vec::new();
     for name in ["r1", "r2"] {
@@ -491,15 +490,9 @@ async fn reseal_moves_every_stored_session_to_the_current_key() {
         "test2:{new_key},test1:{old_key}"
     )))
     .unwrap();
-    let (storage, _) = fs_storage();
-    let worker = worker(&test_db, &charts, knobs(storage));
-    let report = capture::reseal::reseal_all(&worker.queue, &rotated)
-        .await
-        .unwrap();
+    let report = capture::session::reseal_all(&db, &rotated).await.unwrap();
     assert_eq!(report.resealed, 2);
-    let again = capture::reseal::reseal_all(&worker.queue, &rotated)
-        .await
-        .unwrap();
+    let again = capture::session::reseal_all(&db, &rotated).await.unwrap();
     assert_eq!((again.resealed, again.current), (0, 2), "idempotent");
 
     let only_new = Keyring::parse(&SecretString::from(format!("test2:{new_key}"))).unwrap();

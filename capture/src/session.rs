@@ -1,16 +1,36 @@
-//! `capture reseal-cookies`: moves every stored session to the current key.
+//! The trader's stored TradingView session, as operators administer it:
+//! `capture set-session` stores one, `capture reseal-cookies` moves every
+//! stored one to the current key.
+//!
+//! The session lives sealed in `user_config.tradingview_cookies_sealed`
+//! (see `cookie-seal`); traders store theirs through ingest's
+//! `PUT /v1/tradingview-session`. These two are the operator's side of the
+//! same value, so they live here, beside what they administer, and not in
+//! the queue: they run once from the command line, over a plain
+//! connection, and say what went wrong in their own terms
+//! ([`SessionError`]).
 //!
 //! Key rotation: put the new key first in `COOKIE_SEAL_KEYS` (new sessions
-//! are sealed with it at once, old ones still open), run this, then drop the
-//! old key. Each row is updated only if it still holds the value read, so a
-//! trader pasting a new session meanwhile is never overwritten.
+//! are sealed with it at once, old ones still open), run `reseal-cookies`,
+//! then drop the old key. Each row is updated only if it still holds the
+//! value read, so a trader pasting a new session meanwhile is never
+//! overwritten.
 
-use cookie_seal::Keyring;
+use cookie_seal::{Keyring, TradingViewSession};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::queue::{Queue, QueueError};
+/// Storing or re-sealing a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("database query failed")]
+    Query(#[from] tokio_postgres::Error),
+    /// The user has no `user_config` row (no such trader).
+    #[error("no user_config row for {0}")]
+    NoSuchUser(Uuid),
+}
 
-/// What a run did.
+/// What a re-seal run did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Resealed {
     /// Rows moved to the current key.
@@ -21,30 +41,32 @@ pub struct Resealed {
     pub unreadable: u64,
 }
 
-/// Seals `session` for `user_id` and stores it as their valid session;
-/// `false` when the user has no config row.
-pub async fn store_session(
-    queue: &Queue,
+/// Seals `session` for `user_id` under the current key and stores it as
+/// their valid session.
+pub async fn store(
+    db: &Client,
     keys: &Keyring,
     user_id: Uuid,
-    session: &cookie_seal::TradingViewSession,
-) -> Result<bool, QueueError> {
-    let client = queue.pool().get().await?;
+    session: &TradingViewSession,
+) -> Result<(), SessionError> {
     let sealed = keys.seal(user_id, session);
-    let updated = client
+    let updated = db
         .execute(
             "update public.user_config set tradingview_cookies_sealed = $2, cookies_valid = true \
               where user_id = $1",
             &[&user_id, &sealed],
         )
         .await?;
-    Ok(updated == 1)
+    if updated == 1 {
+        Ok(())
+    } else {
+        Err(SessionError::NoSuchUser(user_id))
+    }
 }
 
-/// Re-seals every row not sealed under `keys`' current key.
-pub async fn reseal_all(queue: &Queue, keys: &Keyring) -> Result<Resealed, QueueError> {
-    let client = queue.pool().get().await?;
-    let rows = client
+/// Re-seals every stored session not sealed under `keys`' current key.
+pub async fn reseal_all(db: &Client, keys: &Keyring) -> Result<Resealed, SessionError> {
+    let rows = db
         .query(
             "select user_id, tradingview_cookies_sealed from public.user_config \
               where tradingview_cookies_sealed is not null",
@@ -62,7 +84,7 @@ pub async fn reseal_all(queue: &Queue, keys: &Keyring) -> Result<Resealed, Queue
         match keys.open(user_id, &sealed) {
             Ok(session) => {
                 let resealed = keys.seal(user_id, &session);
-                let updated = client
+                let updated = db
                     .execute(
                         "update public.user_config set tradingview_cookies_sealed = $3 \
                           where user_id = $1 and tradingview_cookies_sealed = $2",
