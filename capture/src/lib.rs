@@ -13,16 +13,21 @@
 //! - [`render`]: one Chromium per daemon, one fresh browser context per
 //!   capture (pre-warmed spares, so a job starts on a ready tab); the
 //!   trader's chart with their session, or
-//! - [`fallback`]: the built-in chart of the trader's signal history.
+//! - [`history_chart`]: the built-in chart of the trader's signal history.
 //! - [`chromium`]: Chromium started so that it dies with the daemon.
 //! - [`cdp`]: the daemon's own `DevTools` client (one websocket, flattened
 //!   page sessions, a deadline per command) that [`render`] drives it with.
 //! - [`storage`]: Supabase Storage over REST, or a directory.
 //! - [`metrics`] and [`health`]: `GET /health`, `/health/live`, `/metrics`.
 //! - [`daemon`]: [`daemon::run`] ties them together and stops them in order.
-//! - [`prune`]: `capture prune`, which deletes screenshots past their
-//!   owner's plan retention through the Storage API, then clears the rows;
-//!   safe to interrupt and to re-run.
+//! - [`prune`]: deletes screenshots past their owner's plan retention
+//!   through the Storage API, then clears the rows; safe to interrupt and
+//!   to re-run.
+//! - [`session`]: the trader's stored TradingView session as operators
+//!   administer it (store one, re-seal all under the current key).
+//! - [`commands`]: one module per subcommand of the `capture` binary (the
+//!   daemon, `set-session`, `reseal-cookies`, `prune`), built from
+//!   [`config`]; `main` only picks one.
 //! - [`telegram`]: the Bot API client that sends a trader their signal and
 //!   its screenshot (or why there is none) when they asked for it; retried
 //!   on flood limits and 5xx, never part of the signal's own fate.
@@ -35,16 +40,17 @@
 
 pub mod cdp;
 pub mod chromium;
+pub mod commands;
 pub mod config;
 pub mod daemon;
-pub mod fallback;
 pub mod health;
+pub mod history_chart;
 pub mod listener;
 pub mod metrics;
 pub mod prune;
 pub mod queue;
 pub mod render;
-pub mod reseal;
+pub mod session;
 pub mod storage;
 pub mod telegram;
 pub mod worker;

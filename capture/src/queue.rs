@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use signal_vocabulary::{ChartTheme, Direction, Resolution, UnknownValue};
 use uuid::Uuid;
 
 /// A database call failed.
@@ -23,6 +24,12 @@ pub enum QueueError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database query failed")]
     Query(#[from] tokio_postgres::Error),
+    /// A column held a value its CHECK constraint does not allow: the schema
+    /// changed under the daemon. The claim fails as a whole; its jobs come
+    /// back when their lease expires and are dead-lettered once their
+    /// attempts are used up, so nothing is rendered from a guess.
+    #[error("the database returned a value this daemon does not know")]
+    Unknown(#[from] UnknownValue),
 }
 
 /// One claimed job, with everything a capture needs.
@@ -37,7 +44,7 @@ pub struct Job {
     pub exchange: Option<String>,
     pub symbol: Option<String>,
     pub price: Option<f64>,
-    pub direction: Option<String>,
+    pub direction: Option<Direction>,
     pub interval: Option<String>,
     pub chart_id: Option<String>,
     pub signal_time: DateTime<Utc>,
@@ -45,8 +52,8 @@ pub struct Job {
     /// Sealed TradingView session (see `cookie-seal`); opened only during the capture.
     pub cookies_sealed: Option<Vec<u8>>,
     pub cookies_valid: bool,
-    pub resolution: String,
-    pub theme: String,
+    pub resolution: Resolution,
+    pub theme: ChartTheme,
 }
 
 impl std::fmt::Debug for Job {
@@ -73,13 +80,13 @@ pub enum FailOutcome {
     Stale,
 }
 
-/// One point of the trader's history for a ticker (the fallback chart).
+/// One point of the trader's history for a ticker (the built-in history chart).
 #[derive(Clone, Debug)]
 pub struct HistoryPoint {
     pub signal_id: Uuid,
     pub time: DateTime<Utc>,
     pub price: f64,
-    pub direction: Option<String>,
+    pub direction: Option<Direction>,
 }
 
 /// Queue depth as `public.capture_queue_status()` reports it.
@@ -102,12 +109,6 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// A pooled connection, for work that runs its own statements
-    /// (`capture prune`).
-    pub async fn client(&self) -> Result<deadpool_postgres::Object, QueueError> {
-        Ok(self.pool.get().await?)
-    }
-
     /// The Telegram notification about `signal_id`, if its owner wants one
     /// for this outcome (see [`crate::telegram::notification_for`]).
     pub async fn notification(
@@ -121,11 +122,6 @@ impl Queue {
 
     pub fn new(pool: Pool) -> Self {
         Self { pool }
-    }
-
-    /// The pool, for callers (reseal) that need plain statements.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
     }
 
     /// Claims up to `limit` due jobs under a lease of `lease`.
@@ -148,29 +144,30 @@ impl Queue {
                 &[&worker, &limit, &lease_secs],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Job {
-                signal_id: r.get(0),
-                lease_token: r.get(1),
-                attempt: r.get(2),
-                max_attempts: r.get(3),
-                user_id: r.get(4),
-                ticker: r.get(5),
-                exchange: r.get(6),
-                symbol: r.get(7),
-                price: r.get(8),
-                direction: r.get(9),
-                interval: r.get(10),
-                chart_id: r.get(11),
-                signal_time: r.get(12),
-                indicator_name: r.get(13),
-                cookies_sealed: r.get(14),
-                cookies_valid: r.get(15),
-                resolution: r.get(16),
-                theme: r.get(17),
+        rows.iter()
+            .map(|r| {
+                Ok(Job {
+                    signal_id: r.get(0),
+                    lease_token: r.get(1),
+                    attempt: r.get(2),
+                    max_attempts: r.get(3),
+                    user_id: r.get(4),
+                    ticker: r.get(5),
+                    exchange: r.get(6),
+                    symbol: r.get(7),
+                    price: r.get(8),
+                    direction: optional(r.get(9))?,
+                    interval: r.get(10),
+                    chart_id: r.get(11),
+                    signal_time: r.get(12),
+                    indicator_name: r.get(13),
+                    cookies_sealed: r.get(14),
+                    cookies_valid: r.get(15),
+                    resolution: r.get::<_, &str>(16).parse()?,
+                    theme: r.get::<_, &str>(17).parse()?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Completes a job with its stored screenshot; `false` when the lease was lost.
@@ -304,7 +301,7 @@ impl Queue {
         Ok(())
     }
 
-    /// The trader's latest signals on this ticker, oldest first, for the fallback chart.
+    /// The trader's latest signals on this ticker, oldest first, for the built-in history chart.
     pub async fn history(&self, job: &Job, limit: i64) -> Result<Vec<HistoryPoint>, QueueError> {
         let client = self.pool.get().await?;
         let rows = client
@@ -317,14 +314,22 @@ impl Queue {
                 &[&job.user_id, &job.ticker, &job.signal_time, &limit],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| HistoryPoint {
-                signal_id: r.get(0),
-                time: r.get(1),
-                price: r.get(2),
-                direction: r.get(3),
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryPoint {
+                    signal_id: r.get(0),
+                    time: r.get(1),
+                    price: r.get(2),
+                    direction: optional(r.get(3))?,
+                })
             })
-            .collect())
+            .collect()
     }
+}
+
+/// Reads a nullable column of one of the shared vocabularies.
+fn optional<T: std::str::FromStr<Err = UnknownValue>>(
+    value: Option<&str>,
+) -> Result<Option<T>, UnknownValue> {
+    value.map(str::parse).transpose()
 }

@@ -9,8 +9,14 @@
 //! ingest that committed meanwhile) and sleeps until a NOTIFY (relayed by
 //! [`crate::listener`]), a finished job, or the poll interval, whichever
 //! comes first. Announcing only when nothing at all was claimed would leave
-//! a job arriving beside a running one waiting for that one to finish. Every few seconds it also reclaims expired leases (a daemon
-//! that vanished) and sends its heartbeat.
+//! a job arriving beside a running one waiting for that one to finish.
+//! Every few seconds it also reclaims expired leases (a daemon that
+//! vanished) and sends its heartbeat.
+//!
+//! [`Worker::run`] is that loop and nothing else: each round claims for the
+//! free slots, then waits for the reason to claim again (`wait`, with one
+//! function per mode), until one of them says stop; the jobs in flight
+//! (their slots, tasks and the abort switch) are one value, `InFlight`.
 //!
 //! Shutdown has two steps: `stop` ends claiming and lets jobs in flight
 //! finish; if they are not done within the grace period, `abort` makes each
@@ -24,23 +30,24 @@
 //! retry (2 s, 4 s, 8 s) and `failed`. An expired session is not retried:
 //! the trader must paste fresh cookies first.
 
-use crate::telegram::{Screenshot, Telegram};
-use bytes::Bytes;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::Instrument as _;
 
+use bytes::Bytes;
 use cookie_seal::Keyring;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
-use crate::fallback;
+use crate::history_chart;
 use crate::metrics::Metrics;
 use crate::queue::{FailOutcome, Job, Queue, QueueError};
 use crate::render::{Chrome, RenderError, Request, Source};
 use crate::storage::{Storage, StorageError, Stored};
+use crate::telegram::{Screenshot, Telegram};
 
 /// How often expired leases are reclaimed and the heartbeat is sent.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(2);
@@ -143,6 +150,114 @@ impl Failure {
     }
 }
 
+/// Whether the queue loop goes round again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    Again,
+    Stop,
+}
+
+/// What one claim did: slots that were free, jobs that filled them.
+#[derive(Clone, Copy, Debug)]
+struct Claim {
+    free: usize,
+    claimed: usize,
+}
+
+/// Resolves with [`Next::Again`] when `event` happens, or [`Next::Stop`]
+/// when `stop` comes first.
+async fn until(stop: &CancellationToken, event: impl Future<Output = ()>) -> Next {
+    tokio::select! {
+        () = stop.cancelled() => Next::Stop,
+        () = event => Next::Again,
+    }
+}
+
+/// The jobs in flight: a slot and a task each.
+#[derive(Debug)]
+struct InFlight {
+    tracker: TaskTracker,
+    /// One permit per job that may run at once (`concurrency`).
+    slots: Arc<Semaphore>,
+    /// Wakes the loop whenever a job ends, so it claims again at once.
+    finished: Arc<Notify>,
+    /// Makes every job still running give its lease back (once the grace
+    /// period is over).
+    abort: CancellationToken,
+}
+
+impl InFlight {
+    fn new(concurrency: u16) -> Self {
+        Self {
+            tracker: TaskTracker::new(),
+            slots: Arc::new(Semaphore::new(usize::from(concurrency))),
+            finished: Arc::new(Notify::new()),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    /// Runs `job` on a task of its own, holding a slot until it ends.
+    fn start(&self, worker: Arc<Worker>, job: Job) {
+        // A job is only claimed for a free slot, so its permit exists.
+        let permit = Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .expect("claimed no more jobs than free slots");
+        let abort = self.abort.clone();
+        let finished = Arc::clone(&self.finished);
+        let span =
+            tracing::info_span!("capture", signal_id = %job.signal_id, attempt = job.attempt);
+        self.tracker.spawn(
+            async move {
+                worker.process(job, abort).await;
+                drop(permit);
+                finished.notify_one();
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Waits up to `grace` for every job to end, then makes the rest give
+    /// their leases back and waits for that.
+    async fn finish(&self, grace: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.tracker.len(),
+                "Captures did not finish within the grace period; giving their jobs back"
+            );
+            self.abort.cancel();
+            self.tracker.wait().await;
+        }
+    }
+}
+
+/// What the queue loop remembers between rounds.
+#[derive(Debug)]
+struct LoopState {
+    in_flight: InFlight,
+    last_maintenance: Option<Instant>,
+    /// Whether this daemon has said it is idle since it last slept.
+    announced_idle: bool,
+}
+
+impl LoopState {
+    fn new(concurrency: u16) -> Self {
+        Self {
+            in_flight: InFlight::new(concurrency),
+            last_maintenance: None,
+            announced_idle: false,
+        }
+    }
+
+    fn maintenance_due(&self) -> bool {
+        self.last_maintenance
+            .is_none_or(|at| at.elapsed() >= MAINTENANCE_EVERY)
+    }
+}
+
 /// The capture worker: the parts it needs, shared by its job tasks.
 #[derive(Debug)]
 pub struct Worker {
@@ -163,14 +278,6 @@ pub struct Worker {
 impl Worker {
     /// Runs the queue loop until `stop` (or, in drain mode, an empty queue);
     /// then waits up to `grace` for jobs in flight and gives back the rest.
-    ///
-    /// # Panics
-    ///
-    /// Never: a job is only claimed for a free slot, so its permit exists.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "the loop reads best as one piece: claim, wait, shut down"
-    )]
     pub async fn run(
         self: Arc<Self>,
         mode: Mode,
@@ -178,120 +285,125 @@ impl Worker {
         stop: CancellationToken,
         grace: Duration,
     ) {
-        let tracker = TaskTracker::new();
-        let abort = CancellationToken::new();
-        let slots = Arc::new(Semaphore::new(usize::from(self.settings.concurrency)));
-        let finished = Arc::new(Notify::new());
-        let mut last_maintenance: Option<Instant> = None;
-        let mut announced_idle = false;
-
+        let mut state = LoopState::new(self.settings.concurrency);
         while !stop.is_cancelled() {
-            if last_maintenance.is_none_or(|at| at.elapsed() >= MAINTENANCE_EVERY) {
+            if state.maintenance_due() {
                 self.maintenance().await;
-                last_maintenance = Some(Instant::now());
+                state.last_maintenance = Some(Instant::now());
             }
-
-            let free = slots.available_permits();
-            let mut claimed = 0;
-            if free > 0 {
-                match self
-                    .queue
-                    .claim(&self.settings.worker_id, free, self.settings.lease)
-                    .await
-                {
-                    Ok(jobs) => {
-                        claimed = jobs.len();
-                        for job in jobs {
-                            let permit = Arc::clone(&slots)
-                                .try_acquire_owned()
-                                .expect("claimed no more jobs than free slots");
-                            let worker = Arc::clone(&self);
-                            let abort = abort.clone();
-                            let finished = Arc::clone(&finished);
-                            let span = tracing::info_span!(
-                                "capture",
-                                signal_id = %job.signal_id,
-                                attempt = job.attempt,
-                            );
-                            tracker.spawn(
-                                async move {
-                                    worker.process(job, abort).await;
-                                    drop(permit);
-                                    finished.notify_one();
-                                }
-                                .instrument(span),
-                            );
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(error = %error, "Claiming capture jobs failed");
-                        tokio::select! {
-                            () = stop.cancelled() => break,
-                            () = tokio::time::sleep(CLAIM_ERROR_BACKOFF) => continue,
-                        }
-                    }
+            let next = match self.claim_free_slots(&state.in_flight).await {
+                Ok(claim) => self.wait(claim, mode, &mut state, &wake, &stop).await,
+                Err(error) => {
+                    tracing::warn!(error = %error, "Claiming capture jobs failed");
+                    until(&stop, tokio::time::sleep(CLAIM_ERROR_BACKOFF)).await
                 }
-            }
-            if free > 0 && claimed == free {
-                // Every slot got a job; there may be more: claim again when one frees.
-                announced_idle = false;
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = finished.notified() => {}
-                }
-                continue;
-            }
-
-            match mode {
-                Mode::Drain => {
-                    if claimed == 0 && tracker.is_empty() {
-                        match self.queue.status().await {
-                            Ok(status) if status.queued == 0 && status.running == 0 => break,
-                            Ok(_) => {}
-                            Err(error) => {
-                                tracing::warn!(error = %error, "Reading the queue status failed");
-                            }
-                        }
-                    }
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        () = finished.notified() => {}
-                        () = tokio::time::sleep(DRAIN_RECHECK) => {}
-                    }
-                }
-                Mode::Serve => {
-                    if claimed < free && !announced_idle {
-                        // A slot is free with nothing due: ask for a NOTIFY
-                        // on the next job (ingest sends one only to a daemon
-                        // that said so), then rescan once before sleeping.
-                        match self.queue.idle().await {
-                            Ok(()) => announced_idle = true,
-                            Err(error) => tracing::warn!(error = %error, "Announcing idle failed"),
-                        }
-                        continue;
-                    }
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        () = finished.notified() => {}
-                        () = wake.notified() => {}
-                        () = tokio::time::sleep(self.settings.poll_interval) => {}
-                    }
-                    announced_idle = false;
-                }
+            };
+            if next == Next::Stop {
+                break;
             }
         }
-
-        tracker.close();
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!(
-                in_flight = tracker.len(),
-                "Captures did not finish within the grace period; giving their jobs back"
-            );
-            abort.cancel();
-            tracker.wait().await;
-        }
+        state.in_flight.finish(grace).await;
         if let Err(error) = self.queue.stopped(&self.settings.worker_id).await {
             tracing::warn!(error = %error, "Could not deregister the worker");
+        }
+    }
+
+    /// Claims a job for every free slot and starts each on its own task.
+    async fn claim_free_slots(self: &Arc<Self>, in_flight: &InFlight) -> Result<Claim, QueueError> {
+        let free = in_flight.slots.available_permits();
+        if free == 0 {
+            return Ok(Claim { free, claimed: 0 });
+        }
+        let jobs = self
+            .queue
+            .claim(&self.settings.worker_id, free, self.settings.lease)
+            .await?;
+        let claimed = jobs.len();
+        for job in jobs {
+            in_flight.start(Arc::clone(self), job);
+        }
+        Ok(Claim { free, claimed })
+    }
+
+    /// Waits until it is time to claim again: when every slot got a job,
+    /// until one frees (there may be more); otherwise as the mode says.
+    async fn wait(
+        &self,
+        claim: Claim,
+        mode: Mode,
+        state: &mut LoopState,
+        wake: &Notify,
+        stop: &CancellationToken,
+    ) -> Next {
+        if claim.free > 0 && claim.claimed == claim.free {
+            state.announced_idle = false;
+            return until(stop, state.in_flight.finished.notified()).await;
+        }
+        match mode {
+            Mode::Drain => self.wait_draining(claim, &state.in_flight, stop).await,
+            Mode::Serve => self.wait_serving(claim, state, wake, stop).await,
+        }
+    }
+
+    /// Drain mode: stops once nothing is claimed, in flight, queued or
+    /// running; else looks again when a job ends or after a short pause.
+    async fn wait_draining(
+        &self,
+        claim: Claim,
+        in_flight: &InFlight,
+        stop: &CancellationToken,
+    ) -> Next {
+        if claim.claimed == 0 && in_flight.tracker.is_empty() && self.queue_is_empty().await {
+            return Next::Stop;
+        }
+        until(stop, async {
+            tokio::select! {
+                () = in_flight.finished.notified() => {}
+                () = tokio::time::sleep(DRAIN_RECHECK) => {}
+            }
+        })
+        .await
+    }
+
+    /// Serve mode: with a slot free and nothing due, asks for a NOTIFY on
+    /// the next job (ingest sends one only to a daemon that said so) and
+    /// rescans once before sleeping; then sleeps until a wake-up, a finished
+    /// job or the poll interval.
+    async fn wait_serving(
+        &self,
+        claim: Claim,
+        state: &mut LoopState,
+        wake: &Notify,
+        stop: &CancellationToken,
+    ) -> Next {
+        if claim.claimed < claim.free && !state.announced_idle {
+            match self.queue.idle().await {
+                Ok(()) => state.announced_idle = true,
+                Err(error) => tracing::warn!(error = %error, "Announcing idle failed"),
+            }
+            return Next::Again;
+        }
+        let next = until(stop, async {
+            tokio::select! {
+                () = state.in_flight.finished.notified() => {}
+                () = wake.notified() => {}
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        })
+        .await;
+        state.announced_idle = false;
+        next
+    }
+
+    /// Whether the queue holds nothing queued or running; a failed read
+    /// counts as not empty (drain mode then looks again).
+    async fn queue_is_empty(&self) -> bool {
+        match self.queue.status().await {
+            Ok(status) => status.queued == 0 && status.running == 0,
+            Err(error) => {
+                tracing::warn!(error = %error, "Reading the queue status failed");
+                false
+            }
         }
     }
 
@@ -335,70 +447,92 @@ impl Worker {
                 result.unwrap_or(Err(Failure::Timeout(limit)))
             }
             () = abort.cancelled() => {
-                match self.queue.release(&job).await {
-                    Ok(true) => tracing::info!("Gave the job back on shutdown"),
-                    Ok(false) => tracing::info!("The job's lease was already gone"),
-                    Err(error) => tracing::warn!(error = %error, "Could not give the job back; its lease will expire"),
-                }
-                self.metrics.outcome("released", "shutdown");
+                self.give_back(&job).await;
                 self.metrics.in_flight.dec();
                 return;
             }
         };
         match result {
-            Ok((stored, kind, png)) => {
-                match self
-                    .queue
-                    .complete(&job, &stored.path, stored.url.as_deref())
-                    .await
-                {
-                    Ok(true) => {
-                        if let Some(png) = png {
-                            self.notify(job.signal_id, Screenshot::Captured(png));
-                        }
-                        let seconds = started.elapsed().as_secs_f64();
-                        self.metrics.capture_seconds.observe(seconds);
-                        self.metrics.outcome("completed", kind);
-                        tracing::info!(kind, path = %stored.path, seconds, "Capture completed");
-                    }
-                    Ok(false) => {
-                        self.metrics.outcome("stale", "lease_lost");
-                        tracing::warn!("The lease expired before completion; result discarded");
-                    }
-                    Err(error) => {
-                        self.metrics.outcome("error", "database");
-                        tracing::warn!(error = %error, "Completing the job failed; its lease will expire");
-                    }
-                }
-            }
-            Err(failure) => {
-                if matches!(failure, Failure::Render(RenderError::SessionExpired))
-                    && let Err(error) = self.queue.mark_session_expired(&job).await
-                {
-                    tracing::warn!(error = %error, "Could not mark the session expired");
-                }
-                let reason = failure.reason();
-                match self.queue.fail(&job, &reason, failure.retryable()).await {
-                    Ok(outcome) => {
-                        let outcome = match outcome {
-                            FailOutcome::Retry => "retry",
-                            FailOutcome::Failed => {
-                                self.notify(job.signal_id, Screenshot::Failed(reason.clone()));
-                                "failed"
-                            }
-                            FailOutcome::Stale => "stale",
-                        };
-                        self.metrics.outcome(outcome, failure.label());
-                        tracing::warn!(error = %failure, outcome, "Capture attempt failed");
-                    }
-                    Err(error) => {
-                        self.metrics.outcome("error", "database");
-                        tracing::warn!(error = %error, capture_error = %failure, "Recording the failure failed; its lease will expire");
-                    }
-                }
-            }
+            Ok((stored, kind, png)) => self.completed(&job, &stored, kind, png, started).await,
+            Err(failure) => self.failed(&job, &failure).await,
         }
         self.metrics.in_flight.dec();
+    }
+
+    /// Shutdown ran out of grace: the job goes back to the queue at once,
+    /// its attempt not counted.
+    async fn give_back(&self, job: &Job) {
+        match self.queue.release(job).await {
+            Ok(true) => tracing::info!("Gave the job back on shutdown"),
+            Ok(false) => tracing::info!("The job's lease was already gone"),
+            Err(error) => {
+                tracing::warn!(error = %error, "Could not give the job back; its lease will expire");
+            }
+        }
+        self.metrics.outcome("released", "shutdown");
+    }
+
+    /// Records a stored screenshot, unless the lease was lost meanwhile.
+    async fn completed(
+        &self,
+        job: &Job,
+        stored: &Stored,
+        kind: &'static str,
+        png: Option<Bytes>,
+        started: Instant,
+    ) {
+        match self
+            .queue
+            .complete(job, &stored.path, stored.url.as_deref())
+            .await
+        {
+            Ok(true) => {
+                if let Some(png) = png {
+                    self.notify(job.signal_id, Screenshot::Captured(png));
+                }
+                let seconds = started.elapsed().as_secs_f64();
+                self.metrics.capture_seconds.observe(seconds);
+                self.metrics.outcome("completed", kind);
+                tracing::info!(kind, path = %stored.path, seconds, "Capture completed");
+            }
+            Ok(false) => {
+                self.metrics.outcome("stale", "lease_lost");
+                tracing::warn!("The lease expired before completion; result discarded");
+            }
+            Err(error) => {
+                self.metrics.outcome("error", "database");
+                tracing::warn!(error = %error, "Completing the job failed; its lease will expire");
+            }
+        }
+    }
+
+    /// Records a failed attempt; the SQL decides between retry and
+    /// `failed`. An expired session is marked so on the trader's row first.
+    async fn failed(&self, job: &Job, failure: &Failure) {
+        if matches!(failure, Failure::Render(RenderError::SessionExpired))
+            && let Err(error) = self.queue.mark_session_expired(job).await
+        {
+            tracing::warn!(error = %error, "Could not mark the session expired");
+        }
+        let reason = failure.reason();
+        match self.queue.fail(job, &reason, failure.retryable()).await {
+            Ok(outcome) => {
+                let outcome = match outcome {
+                    FailOutcome::Retry => "retry",
+                    FailOutcome::Failed => {
+                        self.notify(job.signal_id, Screenshot::Failed(reason.clone()));
+                        "failed"
+                    }
+                    FailOutcome::Stale => "stale",
+                };
+                self.metrics.outcome(outcome, failure.label());
+                tracing::warn!(error = %failure, outcome, "Capture attempt failed");
+            }
+            Err(error) => {
+                self.metrics.outcome("error", "database");
+                tracing::warn!(error = %error, capture_error = %failure, "Recording the failure failed; its lease will expire");
+            }
+        }
     }
 
     /// Renders and stores; returns where, and which kind of chart it was.
@@ -407,12 +541,8 @@ impl Worker {
         job: &Job,
         cancel: CancellationToken,
     ) -> Result<(Stored, &'static str, Option<Bytes>), Failure> {
-        let (width, height) = if job.resolution == "1080p" {
-            (1920, 1080)
-        } else {
-            (1280, 720)
-        };
-        let dark = job.theme != "light";
+        let (width, height) = job.resolution.viewport();
+        let dark = job.theme.is_dark();
         let (source, kind) =
             if let (Some(session), Some(chart_id)) = (self.session(job), job.chart_id.as_deref()) {
                 (
@@ -424,16 +554,21 @@ impl Worker {
                 )
             } else {
                 let history = self.queue.history(job, HISTORY_POINTS).await?;
-                let headline = fallback::Headline {
+                let headline = history_chart::Headline {
                     signal_id: job.signal_id,
                     ticker: &job.ticker,
                     price: job.price,
-                    direction: job.direction.as_deref(),
+                    direction: job.direction,
                     time: job.signal_time,
                     indicator: job.indicator_name.as_deref(),
                 };
                 (
-                    Source::Html(fallback::page(&headline, &history, width, height, dark)),
+                    Source::Html(history_chart::page(
+                        &headline,
+                        &history,
+                        job.resolution,
+                        job.theme,
+                    )),
                     "fallback",
                 )
             };
@@ -518,16 +653,11 @@ pub fn chart_url(template: &str, job: &Job, chart_id: &str) -> String {
         _ => job.ticker.clone(),
     };
     let encode = |value: &str| utf8_percent_encode(value, URL_COMPONENT).to_string();
-    let theme = if job.theme == "light" {
-        "light"
-    } else {
-        "dark"
-    };
     template
         .replace("{chart_id}", &encode(chart_id))
         .replace("{symbol}", &encode(&symbol))
         .replace("{interval}", &encode(job.interval.as_deref().unwrap_or("")))
-        .replace("{theme}", theme)
+        .replace("{theme}", job.theme.as_str())
         .replace("{ticker}", &encode(&job.ticker))
         .replace("{exchange}", &encode(job.exchange.as_deref().unwrap_or("")))
 }
@@ -547,15 +677,15 @@ mod tests {
             exchange: Some("BINANCE".into()),
             symbol: Some("BTC/USDT".into()),
             price: Some(1.0),
-            direction: Some("long".into()),
+            direction: Some(signal_vocabulary::Direction::Long),
             interval: Some("1D".into()),
             chart_id: Some("abc".into()),
             signal_time: chrono::Utc::now(),
             indicator_name: None,
             cookies_sealed: None,
             cookies_valid: false,
-            resolution: "720p".into(),
-            theme: "dark".into(),
+            resolution: signal_vocabulary::Resolution::Hd,
+            theme: signal_vocabulary::ChartTheme::Dark,
         }
     }
 

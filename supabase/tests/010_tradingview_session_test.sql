@@ -3,7 +3,7 @@
 -- touches only the named trader's row, and is callable by the service role only.
 begin;
 set local search_path = extensions, public;
-select plan(21);
+select plan(28);
 
 insert into auth.users (id, aud, role, email)
 values ('aaaaaaaa-0000-0000-0000-0000000c0001', 'authenticated', 'authenticated', 'session-a@example.test'),
@@ -82,6 +82,39 @@ select ok((select not p.prosecdef and p.proconfig = array['search_path=""']::tex
   'security invoker, search_path pinned');
 select is((select count(*)::int from pg_proc where proname = 'set_tradingview_session'), 1,
   'one signature, so PostgREST never has to choose between overloads');
+
+-- reseal_tradingview_session: the same session under another key, only while the row still holds
+-- the old value; its validity and the time it was stored stay.
+create temp table resealed on commit drop as
+  select decode('01' || '02' || encode('k2', 'hex') || repeat('11', 24) || repeat('cd', 20), 'hex') as v;
+grant select on resealed to service_role, authenticated;
+update public.user_config set cookies_valid = false, cookies_updated_at = '2026-01-01'
+ where user_id = 'aaaaaaaa-0000-0000-0000-0000000c0002';
+set local role service_role;
+select ok(not public.reseal_tradingview_session('aaaaaaaa-0000-0000-0000-0000000c0002',
+                                                (select v from resealed), (select v from resealed)),
+  'a re-seal of a value no longer stored changes nothing');
+select ok(public.reseal_tradingview_session('aaaaaaaa-0000-0000-0000-0000000c0002',
+                                            (select v from sealed), (select v from resealed)),
+  'a re-seal of the stored value replaces it');
+select throws_ok($$ select public.reseal_tradingview_session('aaaaaaaa-0000-0000-0000-0000000c0002',
+                          (select v from resealed), convert_to('plaintext session', 'UTF8')) $$,
+  '22023', null, 'a re-seal into plaintext is refused');
+reset role;
+select results_eq($$ select tradingview_cookies_sealed = (select v from resealed), cookies_valid,
+                            cookies_updated_at = '2026-01-01'
+                       from public.user_config where user_id = 'aaaaaaaa-0000-0000-0000-0000000c0002' $$,
+  $$ values (true, false, true) $$, 'the new value is stored; validity and cookies_updated_at stay');
+select ok(not has_function_privilege('anon', 'public.reseal_tradingview_session(uuid, bytea, bytea)', 'execute')
+          and not has_function_privilege('authenticated', 'public.reseal_tradingview_session(uuid, bytea, bytea)', 'execute')
+          and has_function_privilege('service_role', 'public.reseal_tradingview_session(uuid, bytea, bytea)', 'execute'),
+  're-seal: service role only');
+select ok((select not p.prosecdef and p.proconfig = array['search_path=""']::text[] from pg_proc p
+            where p.oid = 'public.reseal_tradingview_session(uuid, bytea, bytea)'::regprocedure),
+  're-seal: security invoker, search_path pinned');
+select ok(not has_function_privilege('authenticated', 'private.require_sealed_session(bytea)', 'execute')
+          and not has_function_privilege('anon', 'private.require_sealed_session(bytea)', 'execute'),
+  'the envelope check is not callable by clients');
 
 select * from finish();
 rollback;

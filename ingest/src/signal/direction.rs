@@ -1,22 +1,16 @@
-//! [`Direction`]: long or short, whatever words the alert used.
+//! Reading a [`Direction`] (long or short) from whatever words the alert
+//! used.
 //!
 //! Traders write `buy`/`sell`, `long`/`short`, Spanish `compra`/`venta`;
 //! TradingView's `{{strategy.order.action}}` gives `buy`/`sell` and
 //! `{{strategy.market_position}}` gives `long`/`short`/`flat`. The database
-//! stores only `long` or `short`.
+//! stores only `long` or `short`: the type itself lives in
+//! `signal-vocabulary`, shared with the capture daemon that reads it back;
+//! the words are ingest's alone.
 
-use std::fmt;
+use signal_vocabulary::Direction;
 
 use super::words::{fold, words};
-
-/// Which way the signal points.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Buy / go long.
-    Long,
-    /// Sell / go short.
-    Short,
-}
 
 /// Words that say which way, in a field meant for it (`direction`, `side`,
 /// `Señal: ...`). Folded: lower case, no accents.
@@ -51,36 +45,26 @@ const EXIT_WORDS: &[&str] = &[
     "exit", "close", "cerrar", "cierre", "salida", "salir", "flat",
 ];
 
-impl Direction {
-    /// `"long"` or `"short"`, as stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Long => "long",
-            Self::Short => "short",
-        }
-    }
+/// Reads a field meant to carry a direction or a signal kind
+/// (`"BUY"`, `"Long Entry"`, `"COMPRA"`, `"venta fuerte"`): the first
+/// direction word decides, unless an exit word precedes it.
+pub(crate) fn from_field(value: &str) -> Option<Direction> {
+    find(value, |word| {
+        FIELD_WORDS
+            .iter()
+            .find(|(known, _)| *known == word)
+            .map(|&(_, direction)| direction)
+    })
+}
 
-    /// Reads a field meant to carry a direction or a signal kind
-    /// (`"BUY"`, `"Long Entry"`, `"COMPRA"`, `"venta fuerte"`): the first
-    /// direction word decides, unless an exit word precedes it.
-    pub fn from_field(value: &str) -> Option<Self> {
-        find(value, |word| {
-            FIELD_WORDS
-                .iter()
-                .find(|(known, _)| *known == word)
-                .map(|&(_, direction)| direction)
-        })
-    }
-
-    /// Finds the first unambiguous buy/sell word anywhere in free text.
-    pub(crate) fn from_text(text: &str) -> Option<Self> {
-        find(text, |word| {
-            TEXT_WORDS
-                .contains(&word)
-                .then(|| Self::from_field(word))
-                .flatten()
-        })
-    }
+/// Finds the first unambiguous buy/sell word anywhere in free text.
+pub(crate) fn from_text(text: &str) -> Option<Direction> {
+    find(text, |word| {
+        TEXT_WORDS
+            .contains(&word)
+            .then(|| from_field(word))
+            .flatten()
+    })
 }
 
 fn find(text: &str, lookup: impl Fn(&str) -> Option<Direction>) -> Option<Direction> {
@@ -97,15 +81,11 @@ fn find(text: &str, lookup: impl Fn(&str) -> Option<Direction>) -> Option<Direct
     None
 }
 
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::Direction::{self, Long, Short};
+    use signal_vocabulary::Direction::{Long, Short};
+
+    use super::{from_field, from_text};
 
     #[test]
     fn field_words() {
@@ -120,14 +100,14 @@ mod tests {
             ("flat", None),
             ("Crossing", None),
         ] {
-            assert_eq!(Direction::from_field(value), expected, "{value}");
+            assert_eq!(from_field(value), expected, "{value}");
         }
     }
 
     #[test]
     fn free_text_uses_only_clear_words() {
-        assert_eq!(Direction::from_text("Bull Power says BUY now"), Some(Long));
-        assert_eq!(Direction::from_text("Bull Power crossed"), None);
-        assert_eq!(Direction::from_text("close long; nothing else"), None);
+        assert_eq!(from_text("Bull Power says BUY now"), Some(Long));
+        assert_eq!(from_text("Bull Power crossed"), None);
+        assert_eq!(from_text("close long; nothing else"), None);
     }
 }

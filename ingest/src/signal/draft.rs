@@ -13,9 +13,10 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use signal_vocabulary::Direction;
 
 use super::chart::ChartId;
-use super::direction::Direction;
+use super::direction;
 use super::interval::Interval;
 use super::price::Price;
 use super::ticker::{Ticker, is_exchange};
@@ -165,7 +166,7 @@ impl Draft {
                 &mut self.signal_type,
                 clean_text(text, MAX_SIGNAL_TYPE_CHARS),
             ),
-            Field::Direction => set(&mut self.direction, Direction::from_field(text)),
+            Field::Direction => set(&mut self.direction, direction::from_field(text)),
             Field::Interval => set(&mut self.interval, Interval::parse(text).ok()),
             Field::Time => {
                 let time = match value {
@@ -225,7 +226,7 @@ impl Draft {
         }
         let direction = self
             .direction
-            .or_else(|| self.signal_type.as_deref().and_then(Direction::from_field));
+            .or_else(|| self.signal_type.as_deref().and_then(direction::from_field));
         Ok(Signal {
             ticker,
             price: self.price,

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use signal_vocabulary::Direction;
 
-use super::direction::Direction;
 use super::draft::{Draft, Field, Offered};
 
 /// What a body is as JSON.

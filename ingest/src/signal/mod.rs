@@ -42,9 +42,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 pub use chart::{ChartId, ChartIdError, MAX_CHART_ID_LEN};
-pub use direction::Direction;
 pub use interval::{Interval, IntervalError, IntervalUnit};
 pub use price::{Price, PriceError};
+pub use signal_vocabulary::Direction;
 pub use ticker::{MAX_EXCHANGE_LEN, MAX_SYMBOL_LEN, Ticker, TickerError};
 pub use webhook_token::{MAX_TOKEN_LEN, MIN_TOKEN_LEN, WebhookToken, WebhookTokenError};
 

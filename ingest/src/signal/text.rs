@@ -22,7 +22,7 @@
 //! `{"ticker": BTCUSDT}`) is read as loose `key: value` pairs with the JSON
 //! aliases instead of step 3.
 
-use super::direction::Direction;
+use super::direction;
 use super::draft::{Draft, Field, MAX_SIGNAL_TYPE_CHARS, Offered};
 use super::interval::Interval;
 use super::price::{Price, number_at};
@@ -52,7 +52,7 @@ pub(crate) fn fill_gaps(text: &str, draft: &mut Draft, look_for_price: bool) {
         draft.price = find_price(text);
     }
     if draft.direction.is_none() {
-        draft.direction = Direction::from_text(text);
+        draft.direction = direction::from_text(text);
     }
 }
 
@@ -107,7 +107,7 @@ fn strategy_fill(text: &str, draft: &mut Draft) -> bool {
 
     draft.ticker = Some(ticker);
     if draft.direction.is_none() {
-        draft.direction = Direction::from_field(action);
+        draft.direction = direction::from_field(action);
     }
     if draft.signal_type.is_none() {
         draft.signal_type = clean_text(action, MAX_SIGNAL_TYPE_CHARS);

@@ -1,25 +1,21 @@
 //! `capture prune` against the real database (a clone of the migrated
-//! template per test) with screenshots on disk, and the Storage API's
-//! delete call against a stub that checks the exact request.
+//! template per test) with screenshots on disk, in the library and as the
+//! binary's subcommand, and the Storage API's delete call against the stub
+//! that checks the exact request.
 
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use capture::prune::{self, DeleteError, DeleteObjects, PruneError};
 use capture::storage::Storage;
-use http_body_util::{BodyExt as _, Full};
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use service_runtime::SecretString;
 use stack_harness::{Stack, TestDb, trader_in};
-use tokio::net::TcpListener;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::support::daemon::{Spawn, spawn_daemon};
+use crate::support::storage_stub::StorageStub;
 
 /// Stores a signal for `token` whose screenshot is `age_days` old, with its
 /// PNG written under `root`; returns the signal id and object path.
@@ -116,6 +112,32 @@ async fn prunes_only_what_the_plan_no_longer_keeps_and_a_rerun_does_nothing() {
         .await
         .expect("prune again");
     assert_eq!((again.deleted, again.forgotten, again.batches), (0, 0, 0));
+    test_db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_prune_subcommand_deletes_what_is_due_and_exits() {
+    let stack = Stack::from_env();
+    let test_db = TestDb::create(&stack).await;
+    let db = test_db.client().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free = trader_in(&db, "free").await; // 7 days
+    let (old, old_path) = stored(&db, dir.path(), &free.webhook_token, "old", 10).await;
+    let (fresh, fresh_path) = stored(&db, dir.path(), &free.webhook_token, "fresh", 1).await;
+
+    let process = spawn_daemon(
+        &test_db,
+        dir.path(),
+        Spawn {
+            args: &["prune", "--batch-size", "10"],
+            ..Spawn::default()
+        },
+    );
+    assert!(process.exit_status().await.success());
+    assert!(!dir.path().join(&old_path).exists());
+    assert_eq!(screenshot_path(&db, old).await, None);
+    assert!(dir.path().join(&fresh_path).exists());
+    assert_eq!(screenshot_path(&db, fresh).await, Some(fresh_path));
     test_db.drop_db().await;
 }
 
@@ -245,73 +267,16 @@ async fn fs_objects_refuse_paths_outside_the_root() {
         .expect("missing is fine");
 }
 
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: String,
-    path: String,
-    apikey: Option<String>,
-    authorization: Option<String>,
-    content_type: Option<String>,
-    body: Bytes,
-}
-
-/// A Storage stub answering every request with `status`, recording them.
-async fn storage_stub(status: u16) -> (Arc<Mutex<Vec<Recorded>>>, url::Url) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"))
-        .parse()
-        .expect("url");
-    let recorded: Arc<Mutex<Vec<Recorded>>> = Arc::default();
-    let log = recorded.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let (parts, body) = request.into_parts();
-                        let header = |name: &str| {
-                            parts
-                                .headers
-                                .get(name)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned)
-                        };
-                        let entry = Recorded {
-                            method: parts.method.to_string(),
-                            path: parts.uri.path().to_owned(),
-                            apikey: header("apikey"),
-                            authorization: header("authorization"),
-                            content_type: header("content-type"),
-                            body: body.collect().await.expect("body").to_bytes(),
-                        };
-                        log.lock().expect("lock").push(entry);
-                        let mut response = Response::new(Full::new(Bytes::from_static(b"[]")));
-                        *response.status_mut() =
-                            hyper::StatusCode::from_u16(status).expect("status");
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (recorded, url)
-}
-
 #[tokio::test]
 async fn supabase_storage_gets_the_exact_delete_request() {
-    let (recorded, url) = storage_stub(200).await;
+    let stub = StorageStub::start(&[200]).await;
     let paths = vec![
         "11111111-1111-4111-8111-111111111111/22222222-2222-4222-8222-222222222222.png".to_owned(),
         "11111111-1111-4111-8111-111111111111/33333333-3333-4333-8333-333333333333.png".to_owned(),
     ];
 
     let secret = Storage::supabase(
-        url.clone(),
+        stub.url(),
         "screenshots".into(),
         SecretString::from("sb_secret_abc"),
         false,
@@ -319,7 +284,7 @@ async fn supabase_storage_gets_the_exact_delete_request() {
     .expect("client");
     secret.delete(&paths).await.expect("deleted");
     let legacy = Storage::supabase(
-        url.clone(),
+        stub.url(),
         "screenshots".into(),
         SecretString::from("eyJ.legacy.jwt"),
         false,
@@ -327,23 +292,24 @@ async fn supabase_storage_gets_the_exact_delete_request() {
     .expect("client");
     legacy.delete(&paths).await.expect("deleted");
 
-    let requests = recorded.lock().expect("lock").clone();
+    let requests = stub.requests();
     assert_eq!(requests.len(), 2);
     for request in &requests {
         assert_eq!(request.method, "DELETE");
         assert_eq!(request.path, "/storage/v1/object/screenshots");
-        assert_eq!(request.content_type.as_deref(), Some("application/json"));
+        assert_eq!(request.header("content-type"), Some("application/json"));
         let body: serde_json::Value = serde_json::from_slice(&request.body).expect("json");
         assert_eq!(body, serde_json::json!({ "prefixes": paths }));
     }
-    assert_eq!(requests[0].apikey.as_deref(), Some("sb_secret_abc"));
+    assert_eq!(requests[0].header("apikey"), Some("sb_secret_abc"));
     assert_eq!(
-        requests[0].authorization, None,
+        requests[0].header("authorization"),
+        None,
         "a secret key is not a bearer token"
     );
-    assert_eq!(requests[1].apikey.as_deref(), Some("eyJ.legacy.jwt"));
+    assert_eq!(requests[1].header("apikey"), Some("eyJ.legacy.jwt"));
     assert_eq!(
-        requests[1].authorization.as_deref(),
+        requests[1].header("authorization"),
         Some("Bearer eyJ.legacy.jwt")
     );
     assert!(!format!("{legacy:?}").contains("legacy.jwt"));
@@ -351,9 +317,9 @@ async fn supabase_storage_gets_the_exact_delete_request() {
 
 #[tokio::test]
 async fn a_storage_error_is_reported_with_its_status() {
-    let (_, url) = storage_stub(500).await;
+    let stub = StorageStub::start(&[500]).await;
     let objects = Storage::supabase(
-        url.clone(),
+        stub.url(),
         "screenshots".into(),
         SecretString::from("sb_secret_abc"),
         false,

@@ -2,14 +2,14 @@
 //! nobody used before and is disposed of after it, and a relaunched
 //! Chromium starts with spares of its own, never the dead one's.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use capture::render::{Chrome, Request, Source};
-use support::*;
 use tokio_util::sync::CancellationToken;
+
+use crate::support::daemon::render_settings;
+use crate::support::{ChartServer, session};
 
 fn chart(charts: &ChartServer, tv: &cookie_seal::TradingViewSession) -> Request {
     Request {

@@ -1,79 +1,17 @@
 //! The `capture` binary as operators run it: woken by NOTIFY, stopped by
 //! SIGTERM, killed with `kill -9`.
 
-mod support;
-
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use stack_harness::TestDb;
-use support::*;
 use tokio_postgres::Client;
 
-fn seal_keys_spec() -> String {
-    format!(
-        "test1:{}",
-        base64::engine::general_purpose::STANDARD.encode([7u8; 32])
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts the daemon binary against `test_db`.
-fn daemon(
-    test_db: &TestDb,
-    charts: &ChartServer,
-    dir: &Path,
-    health_port: u16,
-    extra: &[(&str, &str)],
-    args: &[&str],
-) -> Child {
-    daemon_command(test_db, charts, dir, health_port, extra, args)
-        .spawn()
-        .expect("the capture binary starts")
-}
-
-/// The daemon's command line and environment, not started yet.
-fn daemon_command(
-    test_db: &TestDb,
-    charts: &ChartServer,
-    dir: &Path,
-    health_port: u16,
-    extra: &[(&str, &str)],
-    args: &[&str],
-) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_capture"));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &test_db.url)
-        .env("STORAGE", format!("fs:{}", dir.display()))
-        .env("COOKIE_SEAL_KEYS", seal_keys_spec())
-        .env(
-            "CAPTURE_CHART_URL_TEMPLATE",
-            format!("{}/chart/{{chart_id}}/?symbol={{symbol}}", charts.base),
-        )
-        .env("CAPTURE_READY_CHECK", READY_CHECK)
-        .env("CAPTURE_LOGIN_CHECK", LOGIN_CHECK)
-        .env("CAPTURE_HEALTH_LISTEN", format!("127.0.0.1:{health_port}"))
-        .env("CAPTURE_POLL_INTERVAL", "500ms")
-        .env("RUST_LOG", "capture=debug,info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (name, value) in extra {
-        command.env(name, value);
-    }
-    command
-}
+use crate::support::daemon::{Spawn, spawn_daemon};
+use crate::support::{
+    ChartServer, alert, fs_storage, row, session, sign_in, signed_in_trader, stack,
+    unlimited_trader,
+};
 
 /// Process ids whose parent is `pid` (Chromium under the daemon).
 fn children(pid: u32) -> Vec<u32> {
@@ -110,13 +48,6 @@ fn alive(pid: u32) -> bool {
     })
 }
 
-fn kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .arg(signal)
-        .arg(pid.to_string())
-        .status();
-}
-
 async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
     let started = Instant::now();
     while !check().await {
@@ -139,18 +70,6 @@ async fn wait_until_idle(db: &Client) {
     .await;
 }
 
-async fn signed_in_trader(
-    db: &Client,
-    charts: &ChartServer,
-    chart_id: &str,
-) -> stack_harness::Trader {
-    let trader = unlimited_trader(db).await;
-    let tv = session(chart_id);
-    sign_in(db, &trader, &tv, chart_id).await;
-    charts.accept(&tv, chart_id);
-    trader
-}
-
 fn pngs(dir: &Path) -> Vec<String> {
     let mut files = Vec::new();
     if let Ok(users) = std::fs::read_dir(dir) {
@@ -170,16 +89,17 @@ async fn a_notify_wakes_the_idle_daemon_and_health_reports_it() {
     let charts = ChartServer::start(100).await;
     let trader = signed_in_trader(&db, &charts, "wake").await;
     let (_, dir) = fs_storage();
-    let port = free_port();
     // A poll interval far longer than the test: only the NOTIFY can wake it.
-    let mut child = daemon(
+    let daemon = spawn_daemon(
         &test_db,
-        &charts,
         &dir,
-        port,
-        &[("CAPTURE_POLL_INTERVAL", "10m")],
-        &[],
+        Spawn {
+            charts: Some(&charts),
+            env: &[("CAPTURE_POLL_INTERVAL", "10m")],
+            ..Spawn::default()
+        },
     );
+    let port = daemon.health_port;
 
     // Idle means the daemon raised the wake-up flag.
     wait_until_idle(&db).await;
@@ -227,8 +147,8 @@ async fn a_notify_wakes_the_idle_daemon_and_health_reports_it() {
         "{metrics}"
     );
 
-    kill(child.id(), "-TERM");
-    let status = child.wait().unwrap();
+    daemon.signal("-TERM");
+    let status = daemon.exit_status().await;
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     let workers: i64 = db
         .query_one("select count(*) from private.capture_workers", &[])
@@ -248,16 +168,17 @@ async fn sigterm_gives_in_flight_jobs_back_within_the_grace_period() {
     let signal = alert(&db, &trader, 3.0, "long").await;
     let (_, dir) = fs_storage();
     let template = format!("{}/chart/{{chart_id}}/?never=1", charts.base);
-    let mut child = daemon(
+    let daemon = spawn_daemon(
         &test_db,
-        &charts,
         &dir,
-        free_port(),
-        &[
-            ("CAPTURE_SHUTDOWN_GRACE", "1s"),
-            ("CAPTURE_CHART_URL_TEMPLATE", &template),
-        ],
-        &[],
+        Spawn {
+            charts: Some(&charts),
+            env: &[
+                ("CAPTURE_SHUTDOWN_GRACE", "1s"),
+                ("CAPTURE_CHART_URL_TEMPLATE", &template),
+            ],
+            ..Spawn::default()
+        },
     );
     wait_for(
         "the capture to start",
@@ -266,8 +187,8 @@ async fn sigterm_gives_in_flight_jobs_back_within_the_grace_period() {
     )
     .await;
     let stopping = Instant::now();
-    kill(child.id(), "-TERM");
-    let status = child.wait().unwrap();
+    daemon.signal("-TERM");
+    let status = daemon.exit_status().await;
     assert!(status.success(), "{status:?}");
     assert!(
         stopping.elapsed() < Duration::from_secs(5),
@@ -291,17 +212,22 @@ async fn after_kill_9_a_second_daemon_completes_the_job_once_the_lease_expires()
     let signal = alert(&db, &trader, 3.0, "long").await;
     let (_, dir) = fs_storage();
     let timing = [("CAPTURE_JOB_TIMEOUT", "8s"), ("CAPTURE_LEASE", "13s")];
-    let mut first = daemon(&test_db, &charts, &dir, free_port(), &timing, &[]);
+    let spawn = |args: &'static [&'static str]| Spawn {
+        charts: Some(&charts),
+        env: &timing,
+        args,
+        ..Spawn::default()
+    };
+    let mut first = spawn_daemon(&test_db, &dir, spawn(&[]));
     wait_for(
         "the first capture to start",
         Duration::from_secs(20),
         async || !charts.seen.lock().unwrap().is_empty(),
     )
     .await;
-    let chromium = descendants(first.id());
+    let chromium = descendants(first.pid());
     assert!(!chromium.is_empty(), "Chromium runs under the daemon");
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.kill_9();
     // No orphaned browser holding hundreds of megabytes.
     wait_for(
         "Chromium to die with its daemon",
@@ -312,12 +238,8 @@ async fn after_kill_9_a_second_daemon_completes_the_job_once_the_lease_expires()
     assert_eq!(row(&db, signal).await.status, "processing");
 
     let killed_at = Instant::now();
-    let second = daemon(&test_db, &charts, &dir, free_port(), &timing, &["--drain"]);
-    let output = tokio::task::spawn_blocking(move || second.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(output.status.success());
+    let second = spawn_daemon(&test_db, &dir, spawn(&["--drain"]));
+    assert!(second.exit_status().await.success());
     assert!(
         killed_at.elapsed() >= Duration::from_secs(5),
         "the job waited for its lease to expire"
@@ -339,19 +261,6 @@ async fn after_kill_9_a_second_daemon_completes_the_job_once_the_lease_expires()
     test_db.drop_db().await;
 }
 
-/// A daemon that is killed when the test ends, also when it fails half-way
-/// (else it would keep running, with its Chromium, after the test).
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if self.0.try_wait().is_ok_and(|status| status.is_none()) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_job_arriving_beside_a_running_one_starts_at_once_and_logs_keep_cookies_out() {
     let test_db = TestDb::create(&stack()).await;
@@ -367,16 +276,16 @@ async fn a_job_arriving_beside_a_running_one_starts_at_once_and_logs_keep_cookie
     let log = dir.with_extension("log");
     // No poll within the test: only a NOTIFY can start the second job
     // before the first ends.
-    let mut command = daemon_command(
+    let daemon = spawn_daemon(
         &test_db,
-        &charts,
         &dir,
-        free_port(),
-        &[("CAPTURE_POLL_INTERVAL", "10m"), ("RUST_LOG", "debug")],
-        &[],
+        Spawn {
+            charts: Some(&charts),
+            env: &[("CAPTURE_POLL_INTERVAL", "10m"), ("RUST_LOG", "debug")],
+            log: Some(&log),
+            ..Spawn::default()
+        },
     );
-    command.stderr(std::fs::File::create(&log).unwrap());
-    let mut child = KillOnDrop(command.spawn().expect("the capture binary starts"));
 
     let status = async |signal| row(&db, signal).await.status;
     wait_until_idle(&db).await;
@@ -404,8 +313,8 @@ async fn a_job_arriving_beside_a_running_one_starts_at_once_and_logs_keep_cookie
     })
     .await;
 
-    kill(child.0.id(), "-TERM");
-    assert!(child.0.wait().unwrap().success());
+    daemon.signal("-TERM");
+    assert!(daemon.exit_status().await.success());
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("Capture completed"), "{logged}");
     for secret in [&tv.sessionid, &tv.sessionid_sign] {
@@ -431,8 +340,14 @@ async fn metrics_count_live_daemons_and_say_when_the_database_is_gone() {
     let db = test_db.client().await;
     let charts = ChartServer::start(100).await;
     let (_, dir) = fs_storage();
-    let port = free_port();
-    let mut child = KillOnDrop(daemon(&test_db, &charts, &dir, port, &[], &[]));
+    let daemon = spawn_daemon(
+        &test_db,
+        &dir,
+        Spawn {
+            charts: Some(&charts),
+            ..Spawn::default()
+        },
+    );
     // A second daemon, as far as the database can tell.
     db.execute(
         "select private.capture_worker_heartbeat('another-daemon', 3)",
@@ -442,7 +357,7 @@ async fn metrics_count_live_daemons_and_say_when_the_database_is_gone() {
     .unwrap();
 
     let http = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/metrics");
+    let url = format!("http://127.0.0.1:{}/metrics", daemon.health_port);
     let scrape = async || -> String {
         match http.get(&url).send().await {
             Ok(response) => response.text().await.unwrap_or_default(),
@@ -474,6 +389,6 @@ async fn metrics_count_live_daemons_and_say_when_the_database_is_gone() {
         "the last known count is kept"
     );
 
-    kill(child.0.id(), "-TERM");
-    child.0.wait().unwrap();
+    daemon.signal("-TERM");
+    assert!(daemon.exit_status().await.success());
 }

@@ -2,7 +2,7 @@
 -- It holds the source files below, whole, as they were when it was written; every statement in
 -- them is re-runnable, so it applies on top of the migrations before it. Change the files there
 -- and run scripts/sync-migrations, which adds a migration holding the files that changed.
--- source sql/10_user_config.sql sha256:1536433037ac98d773d9c0bcb82c8260e03eb8f02fca328ff41da9ca1ef389a3
+-- source sql/10_user_config.sql sha256:1c7d0373b954229e49ced50854f835c1fc7a02aad49febf2222ec0b416f102e9
 
 -- ==== sql/10_user_config.sql
 
@@ -18,6 +18,7 @@
 --     working at commit: ingest_signal looks tokens up in this table only.
 --   * updated_at follows every change the trader makes.
 --   * set_tradingview_session(user, sealed) is the one way a trader's TradingView session is stored
+--     (reseal_tradingview_session only moves a stored one to another key)
 --     or forgotten (ingest's session endpoint, on both of its database paths; capture's operator
 --     commands): only a value in cookie-seal's format is stored, never plaintext; storing marks the
 --     session valid, forgetting (null) marks it invalid. Service role only.
@@ -138,9 +139,36 @@ create or replace trigger touch_signals_updated_at
 -- The sealed TradingView session. The database never sees the plaintext and cannot open the value;
 -- it checks only the envelope cookie-seal writes (format version 1, a key id of 1-32 bytes, a
 -- 24-byte nonce and at least the 16-byte tag), so a caller that passes plaintext by mistake gets an
--- error instead of storing it. Security invoker on purpose: it grants nothing the caller lacks. The
--- service role (PostgREST) and Supabase's postgres role (the direct pool) may update user_config
--- and bypass RLS; any other role either cannot call it or is refused by the table's grants.
+-- error instead of storing it.
+create or replace function private.require_sealed_session(p_sealed bytea)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+  -- CASE, not OR: its branches are evaluated in order, so get_byte never reads past a short value.
+  if not case
+    when octet_length(p_sealed) < 1 + 1 + 1 + 24 + 16 then false
+    else get_byte(p_sealed, 0) = 1
+         and get_byte(p_sealed, 1) between 1 and 32
+         and octet_length(p_sealed) >= 1 + 1 + get_byte(p_sealed, 1) + 24 + 16
+  end then
+    raise exception 'not a sealed TradingView session (cookie-seal format 1)'
+      using errcode = '22023';
+  end if;
+end;
+$$;
+revoke all on function private.require_sealed_session(bytea) from public, anon, authenticated, service_role;
+grant execute on function private.require_sealed_session(bytea) to service_role;
+
+-- The writers of that session, both security invoker on purpose: they grant nothing the caller
+-- lacks. The service role (PostgREST) and Supabase's postgres role (the direct pool) may update
+-- user_config and bypass RLS; any other role either cannot call them or is refused by the table's
+-- grants.
+--
+-- set_tradingview_session stores a new session (valid from now) or, with null, forgets it. ingest's
+-- PUT/DELETE /v1/tradingview-session and `capture set-session` call it.
 create or replace function public.set_tradingview_session(p_user_id uuid, p_sealed bytea)
 returns boolean
 language plpgsql
@@ -148,21 +176,9 @@ volatile
 security invoker
 set search_path = ''
 as $$
-declare
-  v_envelope boolean;
 begin
   if p_sealed is not null then
-    -- CASE, not OR: its branches are evaluated in order, so get_byte never reads past a short value.
-    v_envelope := case
-      when octet_length(p_sealed) < 1 + 1 + 1 + 24 + 16 then false
-      else get_byte(p_sealed, 0) = 1
-           and get_byte(p_sealed, 1) between 1 and 32
-           and octet_length(p_sealed) >= 1 + 1 + get_byte(p_sealed, 1) + 24 + 16
-    end;
-    if not v_envelope then
-      raise exception 'not a sealed TradingView session (cookie-seal format 1)'
-        using errcode = '22023';
-    end if;
+    perform private.require_sealed_session(p_sealed);
   end if;
   update public.user_config
      set tradingview_cookies_sealed = p_sealed,
@@ -176,3 +192,27 @@ comment on function public.set_tradingview_session(uuid, bytea) is
   'Stores the trader''s sealed TradingView session (valid) or, with null, forgets it (invalid); false when the user has no config row. Service role only.';
 revoke all on function public.set_tradingview_session(uuid, bytea) from public, anon, authenticated, service_role;
 grant execute on function public.set_tradingview_session(uuid, bytea) to service_role;
+
+-- reseal_tradingview_session moves one stored session to another key (`capture reseal-cookies`):
+-- the same session sealed anew, so its validity and cookies_updated_at stay as they are, and only
+-- while the row still holds p_old: a trader who stored a new session meanwhile is never overwritten.
+create or replace function public.reseal_tradingview_session(p_user_id uuid, p_old bytea, p_new bytea)
+returns boolean
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+begin
+  perform private.require_sealed_session(p_new);
+  update public.user_config
+     set tradingview_cookies_sealed = p_new
+   where user_id = p_user_id
+     and tradingview_cookies_sealed = p_old;
+  return found;
+end;
+$$;
+comment on function public.reseal_tradingview_session(uuid, bytea, bytea) is
+  'Replaces the trader''s sealed session p_old by p_new (the same session under another key) if it is still stored; validity unchanged. Service role only.';
+revoke all on function public.reseal_tradingview_session(uuid, bytea, bytea) from public, anon, authenticated, service_role;
+grant execute on function public.reseal_tradingview_session(uuid, bytea, bytea) to service_role;

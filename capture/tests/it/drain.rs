@@ -3,41 +3,28 @@
 //! behaves like TradingView (sign-in wall without a valid session, draws
 //! late, then reports ready), and drain mode so tests never sleep and guess.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use capture::daemon::{self, Stopped};
+use capture::render::Chrome;
 use capture::storage::Storage;
-use capture::worker::Mode;
+use capture::telegram::{RetryPolicy, Telegram};
 use service_runtime::SecretString;
 use stack_harness::TestDb;
-use support::*;
-use tokio::net::TcpListener;
 
-async fn drain(test_db: &TestDb, worker: Arc<capture::worker::Worker>) {
-    let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(90),
-        daemon::run(
-            health,
-            worker,
-            test_db.url.clone(),
-            Mode::Drain,
-            std::future::pending(),
-            Duration::from_secs(5),
-        ),
-    )
-    .await
-    .expect("drain mode finished within 90 s");
-    assert_eq!(outcome.stopped, Stopped::Drained);
-}
+use crate::support::chart_server::CHART_RGB;
+use crate::support::daemon::{Knobs, drain, worker};
+use crate::support::storage_stub::StorageStub;
+use crate::support::telegram_stub;
+use crate::support::{
+    ChartServer, alert, decode, distinct_colours, fs_storage, row, session, share_of, sign_in,
+    stack, unlimited_trader,
+};
 
 /// The browser contexts Chromium holds besides the spares, once the
 /// housekeeping thread has caught up: none when every capture's context was
 /// disposed of. Blocking.
-fn leftover_contexts(chrome: &capture::render::Chrome) -> Vec<String> {
+fn leftover_contexts(chrome: &Chrome) -> Vec<String> {
     chrome.settle();
     let spares = chrome.spare_contexts();
     chrome
@@ -50,7 +37,7 @@ fn leftover_contexts(chrome: &capture::render::Chrome) -> Vec<String> {
 
 /// Asserts that Chromium holds no context but the spare's, and that the
 /// check would catch one left behind. Blocking.
-fn only_spares_are_left(chrome: &capture::render::Chrome) {
+fn only_spares_are_left(chrome: &Chrome) {
     assert_eq!(
         leftover_contexts(chrome),
         Vec::<String>::new(),
@@ -82,14 +69,6 @@ fn only_spares_are_left(chrome: &capture::render::Chrome) {
     assert_eq!(leftover_contexts(chrome), Vec::<String>::new());
 }
 
-fn knobs(storage: Storage) -> Knobs {
-    Knobs {
-        concurrency: 3,
-        job_timeout: Duration::from_secs(10),
-        storage,
-    }
-}
-
 #[tokio::test]
 async fn session_chart_and_fallback_chart_end_as_real_pngs() {
     let test_db = TestDb::create(&stack()).await;
@@ -114,7 +93,7 @@ async fn session_chart_and_fallback_chart_end_as_real_pngs() {
     let fallback_signal = alert(&db, &without, 102.0, "long").await;
 
     let (storage, dir) = fs_storage();
-    let worker = worker(&test_db, &charts, knobs(storage));
+    let worker = worker(&test_db, &charts, Knobs::new(storage));
     drain(&test_db, Arc::clone(&worker)).await;
 
     let chart = row(&db, chart_signal).await;
@@ -208,7 +187,7 @@ async fn two_traders_at_once_each_page_sees_only_its_own_cookies() {
         }
     }
     let (storage, _dir) = fs_storage();
-    let worker = worker(&test_db, &charts, knobs(storage));
+    let worker = worker(&test_db, &charts, Knobs::new(storage));
     drain(&test_db, worker).await;
 
     for signal in signals {
@@ -249,7 +228,7 @@ async fn an_expired_session_fails_at_once_and_asks_for_fresh_cookies() {
     sign_in(&db, &trader, &session("stale"), "chartX").await;
     let signal = alert(&db, &trader, 1.0, "short").await;
     let (storage, dir) = fs_storage();
-    let worker = worker(&test_db, &charts, knobs(storage));
+    let worker = worker(&test_db, &charts, Knobs::new(storage));
     drain(&test_db, Arc::clone(&worker)).await;
 
     let r = row(&db, signal).await;
@@ -291,21 +270,11 @@ async fn a_page_that_never_gets_ready_is_retried_then_fails_with_a_reason() {
     charts.accept(&tv, "never");
     let signal = alert(&db, &trader, 1.0, "long").await;
     let (storage, _dir) = fs_storage();
-    let mut knobs = knobs(storage);
+    let mut knobs = Knobs::new(storage);
     knobs.job_timeout = Duration::from_secs(4);
-    let worker = worker(&test_db, &charts, knobs);
     // The chart id travels in the path; `never=1` makes the page hang.
-    let mut settings = worker.settings.clone();
-    settings.chart_url_template.push_str("&never=1");
-    let worker = Arc::new(capture::worker::Worker {
-        queue: worker.queue.clone(),
-        chrome: Arc::clone(&worker.chrome),
-        storage: worker.storage.clone(),
-        keys: worker.keys.clone(),
-        metrics: worker.metrics.clone(),
-        settings,
-        telegram: None,
-    });
+    knobs.chart_query = "&never=1";
+    let worker = worker(&test_db, &charts, knobs);
     // As the binary does: Chromium's launch is not on the first job's clock.
     let chrome = Arc::clone(&worker.chrome);
     tokio::task::spawn_blocking(move || chrome.warm_up())
@@ -340,7 +309,7 @@ async fn chromium_killed_mid_capture_is_relaunched_and_the_job_retried() {
     charts.accept(&tv, "k");
     let signal = alert(&db, &trader, 1.0, "long").await;
     let (storage, dir) = fs_storage();
-    let worker = worker(&test_db, &charts, knobs(storage));
+    let worker = worker(&test_db, &charts, Knobs::new(storage));
     let chrome = Arc::clone(&worker.chrome);
     let seen = Arc::clone(&charts.seen);
     let killer = tokio::spawn(async move {
@@ -380,17 +349,17 @@ async fn storage_upload_contract_and_500_then_failed() {
     let trader = unlimited_trader(&db).await;
 
     // A healthy Storage: check the exact request.
-    let stub = StorageStub::start(vec![200]).await;
+    let stub = StorageStub::start(&[200]).await;
     let key = "eyJhbGciOiJIUzI1NiJ9.legacy.jwt";
     let storage = Storage::supabase(
-        stub.base.parse().unwrap(),
+        stub.url(),
         "screenshots".into(),
         SecretString::from(key.to_owned()),
         true,
     )
     .unwrap();
     let signal = alert(&db, &trader, 5.0, "long").await;
-    drain(&test_db, worker(&test_db, &charts, knobs(storage))).await;
+    drain(&test_db, worker(&test_db, &charts, Knobs::new(storage))).await;
     let r = row(&db, signal).await;
     assert_eq!(r.status, "completed", "{r:?}");
     let path = format!("{}/{signal}.png", trader.id);
@@ -403,7 +372,7 @@ async fn storage_upload_contract_and_500_then_failed() {
         )),
         "public bucket"
     );
-    let uploads = stub.uploads.lock().unwrap().clone();
+    let uploads = stub.requests();
     assert_eq!(uploads.len(), 1);
     let upload = &uploads[0];
     assert_eq!(upload.method, "POST");
@@ -411,37 +380,28 @@ async fn storage_upload_contract_and_500_then_failed() {
         upload.path,
         format!("/storage/v1/object/screenshots/{path}")
     );
-    assert_eq!(upload.headers.get("apikey").map(String::as_str), Some(key));
+    assert_eq!(upload.header("apikey"), Some(key));
     assert_eq!(
-        upload.headers.get("authorization"),
-        Some(&format!("Bearer {key}"))
+        upload.header("authorization"),
+        Some(format!("Bearer {key}").as_str())
     );
-    assert_eq!(
-        upload.headers.get("x-upsert").map(String::as_str),
-        Some("true")
-    );
-    assert_eq!(
-        upload.headers.get("content-type").map(String::as_str),
-        Some("image/png")
-    );
-    assert_eq!(
-        upload.headers.get("cache-control").map(String::as_str),
-        Some("max-age=3600")
-    );
+    assert_eq!(upload.header("x-upsert"), Some("true"));
+    assert_eq!(upload.header("content-type"), Some("image/png"));
+    assert_eq!(upload.header("cache-control"), Some("max-age=3600"));
     let (w, h, _) = decode(&upload.body);
     assert_eq!((w, h), (1280, 720), "the body is the PNG");
 
     // A failing Storage: retried on the SQL schedule, then failed with a reason.
-    let failing = StorageStub::start(vec![500]).await;
+    let failing = StorageStub::start(&[500]).await;
     let storage = Storage::supabase(
-        failing.base.parse().unwrap(),
+        failing.url(),
         "screenshots".into(),
         SecretString::from("sb_secret_new_style".to_owned()),
         false,
     )
     .unwrap();
     let signal = alert(&db, &trader, 6.0, "short").await;
-    let worker = worker(&test_db, &charts, knobs(storage));
+    let worker = worker(&test_db, &charts, Knobs::new(storage));
     drain(&test_db, worker).await;
     let r = row(&db, signal).await;
     assert_eq!(r.status, "failed", "{r:?}");
@@ -450,12 +410,10 @@ async fn storage_upload_contract_and_500_then_failed() {
         r.error.as_deref(),
         Some("The screenshot could not be stored.")
     );
-    let uploads = failing.uploads.lock().unwrap().clone();
+    let uploads = failing.requests();
     assert_eq!(uploads.len(), 3);
     assert!(
-        uploads
-            .iter()
-            .all(|u| !u.headers.contains_key("authorization")),
+        uploads.iter().all(|u| u.header("authorization").is_none()),
         "new secret keys are not sent as a bearer"
     );
     let stuck: i64 = db
@@ -470,80 +428,10 @@ async fn storage_upload_contract_and_500_then_failed() {
     test_db.drop_db().await;
 }
 
-#[tokio::test]
-async fn reseal_moves_every_stored_session_to_the_current_key() {
-    use base64::Engine as _;
-    use cookie_seal::Keyring;
-    let test_db = TestDb::create(&stack()).await;
-    let db = test_db.client().await;
-    let charts = ChartServer::start(10).await;
-    let old = keyring();
-    let mut traders = Vec::new();
-    for name in ["r1", "r2"] {
-        let trader = unlimited_trader(&db).await;
-        let tv = session(name);
-        sign_in(&db, &trader, &tv, "chartr").await;
-        traders.push((trader, tv));
-    }
-    let new_key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
-    let old_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-    let rotated = Keyring::parse(&SecretString::from(format!(
-        "test2:{new_key},test1:{old_key}"
-    )))
-    .unwrap();
-    let (storage, _) = fs_storage();
-    let worker = worker(&test_db, &charts, knobs(storage));
-    let report = capture::reseal::reseal_all(&worker.queue, &rotated)
-        .await
-        .unwrap();
-    assert_eq!(report.resealed, 2);
-    let again = capture::reseal::reseal_all(&worker.queue, &rotated)
-        .await
-        .unwrap();
-    assert_eq!((again.resealed, again.current), (0, 2), "idempotent");
-
-    let only_new = Keyring::parse(&SecretString::from(format!("test2:{new_key}"))).unwrap();
-    for (trader, tv) in &traders {
-        let sealed: Vec<u8> = db
-            .query_one(
-                "select tradingview_cookies_sealed from public.user_config where user_id = $1",
-                &[&trader.id],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(Keyring::sealed_key_id(&sealed).unwrap(), "test2");
-        assert_eq!(
-            only_new.open(trader.id, &sealed).unwrap().sessionid,
-            tv.sessionid
-        );
-        assert!(
-            old.open(trader.id, &sealed).is_err(),
-            "the old key alone no longer opens it"
-        );
-    }
-    // Sealed for one trader, it does not open for the other.
-    let sealed: Vec<u8> = db
-        .query_one(
-            "select tradingview_cookies_sealed from public.user_config where user_id = $1",
-            &[&traders[0].0.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(only_new.open(traders[1].0.id, &sealed).is_err());
-    test_db.drop_db().await;
-}
-
-/// A request the stub Bot API received: path and body.
-type Request = (String, Vec<u8>);
-
 /// A trader who switched Telegram on gets the screenshot in their chat once
 /// the capture is recorded; the stub Bot API sees exactly that request.
 #[tokio::test]
 async fn a_completed_capture_is_sent_to_the_traders_telegram_chat() {
-    use std::sync::Mutex;
-
     let test_db = TestDb::create(&stack()).await;
     let db = test_db.client().await;
     let charts = ChartServer::start(100).await;
@@ -558,67 +446,21 @@ async fn a_completed_capture_is_sent_to_the_traders_telegram_chat() {
     let signal = alert(&db, &trader, 101.0, "long").await;
     alert(&db, &quiet, 99.0, "short").await;
 
-    // The stub Bot API: records the path and body of every request.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
-    let log = Arc::clone(&seen);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let log = Arc::clone(&log);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: hyper::Request<hyper::body::Incoming>| {
-                        let log = Arc::clone(&log);
-                        async move {
-                            use http_body_util::BodyExt as _;
-                            let path = request.uri().path().to_owned();
-                            let body = request
-                                .into_body()
-                                .collect()
-                                .await
-                                .unwrap()
-                                .to_bytes()
-                                .to_vec();
-                            log.lock().unwrap().push((path, body));
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(
-                                    br#"{"ok":true,"result":{}}"#,
-                                )),
-                            ))
-                        }
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-            });
-        }
-    });
-
+    // One answer: a second message would find none and fail the test.
+    let (bot_api, api) = telegram_stub::Stub::start(&[(200, r#"{"ok":true,"result":{}}"#)]).await;
     let (storage, dir) = fs_storage();
-    let base = worker(&test_db, &charts, knobs(storage));
-    let worker = Arc::new(capture::worker::Worker {
-        queue: base.queue.clone(),
-        chrome: Arc::clone(&base.chrome),
-        storage: base.storage.clone(),
-        keys: base.keys.clone(),
-        metrics: base.metrics.clone(),
-        settings: base.settings.clone(),
-        telegram: Some(Arc::new(capture::telegram::Telegram::new(
-            api.parse().unwrap(),
-            SecretString::from("42:bot-token"),
-            capture::telegram::RetryPolicy::default(),
-        ))),
-    });
-    drain(&test_db, worker).await;
+    let mut knobs = Knobs::new(storage);
+    knobs.telegram = Some(Arc::new(Telegram::new(
+        api.parse().unwrap(),
+        SecretString::from("42:bot-token"),
+        RetryPolicy::default(),
+    )));
+    drain(&test_db, worker(&test_db, &charts, knobs)).await;
 
     // The message is sent after the row is completed, in its own task.
     let mut requests = Vec::new();
     for _ in 0..100 {
-        requests = seen.lock().unwrap().clone();
+        requests = bot_api.requests();
         if !requests.is_empty() {
             break;
         }
@@ -629,15 +471,19 @@ async fn a_completed_capture_is_sent_to_the_traders_telegram_chat() {
         1,
         "one message, for the trader who asked only"
     );
-    let (path, body) = &requests[0];
-    assert_eq!(path, "/bot42:bot-token/sendPhoto");
+    let request = &requests[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, "/bot42:bot-token/sendPhoto");
     let stored = std::fs::read(dir.join(format!("{}/{signal}.png", trader.id))).unwrap();
     assert!(
-        body.windows(stored.len()).any(|w| w == stored.as_slice()),
+        request
+            .body
+            .windows(stored.len())
+            .any(|w| w == stored.as_slice()),
         "the stored PNG is the photo sent"
     );
     assert!(
-        body.windows(7).any(|w| w == b"-100123"),
+        request.body.windows(7).any(|w| w == b"-100123"),
         "to the trader's chat"
     );
     test_db.drop_db().await;

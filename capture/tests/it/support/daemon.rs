@@ -1,0 +1,230 @@
+//! The two ways tests run the daemon: its parts in process
+//! ([`worker`], then [`drain`]), so a test reaches into the worker, its
+//! Chromium and its metrics; or the `capture` binary as operators run it
+//! ([`spawn_daemon`]), for signals, `kill -9` and subcommands.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use capture::daemon::{self, Stopped};
+use capture::metrics::Metrics;
+use capture::queue::Queue;
+use capture::render::{Chrome, RenderSettings};
+use capture::storage::Storage;
+use capture::telegram::Telegram;
+use capture::worker::{Mode, Settings, Worker};
+use stack_harness::TestDb;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use super::chart_server::{LOGIN_CHECK, READY_CHECK};
+use super::{ChartServer, keyring, seal_keys_spec};
+
+/// How a test's in-process worker differs from the default.
+#[derive(Debug)]
+pub(crate) struct Knobs {
+    pub(crate) concurrency: u16,
+    pub(crate) job_timeout: Duration,
+    pub(crate) storage: Storage,
+    /// Appended to the chart URL template (`&never=1`: the page never gets
+    /// ready).
+    pub(crate) chart_query: &'static str,
+    pub(crate) telegram: Option<Arc<Telegram>>,
+}
+
+impl Knobs {
+    /// Three slots, a 10 s job timeout, no Telegram.
+    pub(crate) fn new(storage: Storage) -> Self {
+        Self {
+            concurrency: 3,
+            job_timeout: Duration::from_secs(10),
+            storage,
+            chart_query: "",
+            telegram: None,
+        }
+    }
+}
+
+/// Chromium settings that fit the chart server's page.
+pub(crate) fn render_settings(job_timeout: Duration) -> RenderSettings {
+    RenderSettings {
+        chromium: std::env::var("CHROMIUM_PATH")
+            .unwrap_or_else(|_| "/usr/bin/chromium".into())
+            .into(),
+        recycle_after: 100,
+        prewarm: 1,
+        ready_check: READY_CHECK.into(),
+        login_check: LOGIN_CHECK.into(),
+        hide_css: ".toast { display: none !important; }".into(),
+        extra_cookies: vec![(
+            "cookiePrivacyPreferenceBannerProduction".into(),
+            "accepted".into(),
+        )],
+        page_timeout: job_timeout.mul_f64(0.8),
+    }
+}
+
+/// A worker over `test_db`, rendering `charts`' pages in its own Chromium.
+pub(crate) fn worker(test_db: &TestDb, charts: &ChartServer, knobs: Knobs) -> Arc<Worker> {
+    let pg: tokio_postgres::Config = test_db.url.parse().unwrap();
+    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(8)
+        .build()
+        .unwrap();
+    Arc::new(Worker {
+        queue: Queue::new(pool),
+        chrome: Chrome::new(render_settings(knobs.job_timeout)).expect("the Chromium launcher"),
+        storage: knobs.storage,
+        keys: Some(Arc::new(keyring())),
+        metrics: Metrics::new(),
+        settings: Settings {
+            worker_id: format!("test-{}", Uuid::new_v4().simple()),
+            concurrency: knobs.concurrency,
+            lease: knobs.job_timeout + Duration::from_secs(10),
+            job_timeout: knobs.job_timeout,
+            poll_interval: Duration::from_millis(500),
+            chart_url_template: format!(
+                "{}/chart/{{chart_id}}/?symbol={{symbol}}&interval={{interval}}{}",
+                charts.base, knobs.chart_query
+            ),
+        },
+        telegram: knobs.telegram,
+    })
+}
+
+/// Runs `worker` in drain mode until the queue is empty (at most 90 s).
+pub(crate) async fn drain(test_db: &TestDb, worker: Arc<Worker>) {
+    let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(90),
+        daemon::run(
+            health,
+            worker,
+            test_db.url.clone(),
+            Mode::Drain,
+            std::future::pending(),
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .expect("drain mode finished within 90 s");
+    assert_eq!(outcome.stopped, Stopped::Drained);
+}
+
+/// How a test's `capture` process differs from the default.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Spawn<'a> {
+    /// Whose pages it renders; without one, the default chart URL (for
+    /// subcommands that render nothing).
+    pub(crate) charts: Option<&'a ChartServer>,
+    /// Environment variables set after the defaults (so they override them).
+    pub(crate) env: &'a [(&'a str, &'a str)],
+    pub(crate) args: &'a [&'a str],
+    /// Where its log (stderr) goes; the test's own stderr without one.
+    pub(crate) log: Option<&'a Path>,
+    /// Whether the test writes its stdin ([`Daemon::stdin`]).
+    pub(crate) stdin: bool,
+}
+
+/// A running `capture` process; killed when dropped, also when the test
+/// fails half-way (else it would outlive the test, with its Chromium).
+#[derive(Debug)]
+pub(crate) struct Daemon {
+    child: Child,
+    /// Where its `/health` and `/metrics` answer.
+    pub(crate) health_port: u16,
+}
+
+/// Starts the `capture` binary against `test_db`, storing screenshots under
+/// `screenshots`, with only the environment given here.
+pub(crate) fn spawn_daemon(test_db: &TestDb, screenshots: &Path, spawn: Spawn<'_>) -> Daemon {
+    let health_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_capture"));
+    command
+        .args(spawn.args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &test_db.url)
+        .env("STORAGE", format!("fs:{}", screenshots.display()))
+        .env("COOKIE_SEAL_KEYS", seal_keys_spec())
+        .env("CAPTURE_READY_CHECK", READY_CHECK)
+        .env("CAPTURE_LOGIN_CHECK", LOGIN_CHECK)
+        .env("CAPTURE_HEALTH_LISTEN", format!("127.0.0.1:{health_port}"))
+        .env("CAPTURE_POLL_INTERVAL", "500ms")
+        .env("RUST_LOG", "capture=debug,info")
+        .stdin(if spawn.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null());
+    if let Some(charts) = spawn.charts {
+        command.env(
+            "CAPTURE_CHART_URL_TEMPLATE",
+            format!("{}/chart/{{chart_id}}/?symbol={{symbol}}", charts.base),
+        );
+    }
+    for (name, value) in spawn.env {
+        command.env(name, value);
+    }
+    match spawn.log {
+        Some(log) => command.stderr(File::create(log).unwrap()),
+        None => command.stderr(Stdio::inherit()),
+    };
+    Daemon {
+        child: command.spawn().expect("the capture binary starts"),
+        health_port,
+    }
+}
+
+impl Daemon {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`-TERM`, say) with `kill`.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub(crate) fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Its stdin, once (spawned with [`Spawn::stdin`]).
+    pub(crate) fn stdin(&mut self) -> ChildStdin {
+        self.child.stdin.take().expect("spawned with stdin")
+    }
+
+    /// Waits for it to exit, off the runtime's threads (the test's stub
+    /// servers keep serving meanwhile).
+    pub(crate) async fn exit_status(mut self) -> ExitStatus {
+        tokio::task::spawn_blocking(move || self.child.wait().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().is_ok_and(|status| status.is_none()) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
