@@ -138,14 +138,18 @@ language plpgsql
 immutable
 set search_path = ''
 as $$
+declare
+  v_envelope boolean;
 begin
   -- CASE, not OR: its branches are evaluated in order, so get_byte never reads past a short value.
-  if not case
-    when octet_length(p_sealed) < 1 + 1 + 1 + 24 + 16 then false
+  -- (Assigned first: PL/pgSQL would end an IF's condition at the CASE's first THEN.)
+  v_envelope := case
+    when p_sealed is null or octet_length(p_sealed) < 1 + 1 + 1 + 24 + 16 then false
     else get_byte(p_sealed, 0) = 1
          and get_byte(p_sealed, 1) between 1 and 32
          and octet_length(p_sealed) >= 1 + 1 + get_byte(p_sealed, 1) + 24 + 16
-  end then
+  end;
+  if not v_envelope then
     raise exception 'not a sealed TradingView session (cookie-seal format 1)'
       using errcode = '22023';
   end if;

@@ -275,6 +275,10 @@ export type Database = {
         };
         Returns: Json;
       };
+      reseal_tradingview_session: {
+        Args: { p_new: string; p_old: string; p_user_id: string };
+        Returns: boolean;
+      };
       rotate_webhook_token: {
         Args: Record<PropertyKey, never>;
         Returns: string;

@@ -2,7 +2,7 @@
 -- It holds the source files below, whole, as they were when it was written; every statement in
 -- them is re-runnable, so it applies on top of the migrations before it. Change the files there
 -- and run scripts/sync-migrations, which adds a migration holding the files that changed.
--- source sql/10_user_config.sql sha256:1c7d0373b954229e49ced50854f835c1fc7a02aad49febf2222ec0b416f102e9
+-- source sql/10_user_config.sql sha256:f32e400eaa8eb594f5bd33bbb0a9cfc2c1951a3d58e0464792a2c89ce6485ad9
 
 -- ==== sql/10_user_config.sql
 
@@ -146,14 +146,18 @@ language plpgsql
 immutable
 set search_path = ''
 as $$
+declare
+  v_envelope boolean;
 begin
   -- CASE, not OR: its branches are evaluated in order, so get_byte never reads past a short value.
-  if not case
-    when octet_length(p_sealed) < 1 + 1 + 1 + 24 + 16 then false
+  -- (Assigned first: PL/pgSQL would end an IF's condition at the CASE's first THEN.)
+  v_envelope := case
+    when p_sealed is null or octet_length(p_sealed) < 1 + 1 + 1 + 24 + 16 then false
     else get_byte(p_sealed, 0) = 1
          and get_byte(p_sealed, 1) between 1 and 32
          and octet_length(p_sealed) >= 1 + 1 + get_byte(p_sealed, 1) + 24 + 16
-  end then
+  end;
+  if not v_envelope then
     raise exception 'not a sealed TradingView session (cookie-seal format 1)'
       using errcode = '22023';
   end if;
