@@ -1,7 +1,26 @@
--- ingest_signal: the one call the webhook edge makes per alert. Every business rule lives here so
--- that every ingest replica, the PostgREST path and the direct-pool path obey the same rules.
+-- ingest_signal and ingest_signals: how the webhook edge stores alerts. Every business rule lives
+-- in one function, private.ingest_alert, so that every ingest replica, the PostgREST path, the
+-- direct-pool path and the spool's replay obey the same rules, one alert at a time or in batches.
 --
--- Guarantees, in the order they are decided, in one transaction:
+--   public.ingest_signal(...)    one alert: private.ingest_alert, then the wake-up. Kept for anyone
+--                                who calls it (and for scripts/bench db, which measures the wake-up).
+--   public.ingest_signals(jsonb) the edge's call: an array of alerts, each an object of
+--                                ingest_signal's named arguments. In one transaction, in array
+--                                order, each alert is decided by the same private.ingest_alert in a
+--                                subtransaction of its own: one alert that raises is answered with
+--                                its own error (outcome 'error' with its SQLSTATE) and never fails the
+--                                others. One outcome per alert comes back, in order, and a daemon is
+--                                woken at most once per batch. Every trader of the batch is locked up
+--                                front in user_id order, so two batches that share traders wait for
+--                                each other instead of deadlocking, and each trader's alerts are
+--                                decided in array order: the quota admits exactly the remaining
+--                                signals, the first ones. Batches stay small (the edge sends at most
+--                                64; more than 1000 are refused): each alert that writes takes a
+--                                subtransaction id, and past 64 in one transaction Postgres's
+--                                per-backend cache of them overflows, which slows every other
+--                                session's snapshots.
+--
+-- What private.ingest_alert decides for one alert, in this order:
 --   1. unknown token           -> unknown_token (404); nothing is written (no trader to attribute to).
 --   2. replay of a delivery that was already accepted (p_delivery_id seen before for this trader)
 --                              -> duplicate (200) with the first signal's id, however late it comes
@@ -19,8 +38,8 @@
 --                                 The period resets lazily here when a signal arrives in a new month.
 --   7. per-minute rate limit   -> rate_limited (429, retry_after = seconds to the window's end).
 --   8. accepted (200)          -> signal row (pending), capture job with the plan's priority, dedup
---                                 fingerprint, counters, delivery row, and a daemon wake-up.
--- The trader's user_config row is locked (FOR UPDATE) for the whole decision, so concurrent alerts
+--                                 fingerprint, counters, delivery row; the caller then wakes a daemon.
+-- The trader's user_config row is locked (FOR UPDATE) until the transaction ends, so concurrent alerts
 -- of one trader are decided one after another: the quota admits exactly its limit, never one more,
 -- and a replay waits for a first call still in flight with the same delivery id, then sees it.
 -- Delivery ids are kept on webhook_deliveries (a unique partial index over accepted rows), as long
@@ -54,7 +73,7 @@ revoke all on function private.wake_capture_daemon() from public, anon, authenti
 -- choose between overloads that both match a call).
 drop function if exists public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text);
 
-create or replace function public.ingest_signal(
+create or replace function private.ingest_alert(
   p_token text,
   p_received_at timestamptz,
   p_raw_message text,
@@ -75,7 +94,6 @@ create or replace function public.ingest_signal(
 returns jsonb
 language plpgsql
 volatile
-security definer
 set search_path = ''
 as $$
 declare
@@ -93,7 +111,7 @@ declare
   v_excerpt text := left(p_raw_message, 500);
 begin
   if p_token is null or p_received_at is null or p_raw_message is null then
-    raise exception 'ingest_signal: p_token, p_received_at and p_raw_message are required'
+    raise exception 'ingest_alert: p_token, p_received_at and p_raw_message are required'
       using errcode = '22004';
   end if;
 
@@ -137,7 +155,7 @@ begin
       when 'body_too_large' then 413
     end;
     if v_status is null then
-      raise exception 'ingest_signal: unknown p_reject_code %', p_reject_code using errcode = '22023';
+      raise exception 'ingest_alert: unknown p_reject_code %', p_reject_code using errcode = '22023';
     end if;
     v_message := left(coalesce(p_reject_message, p_reject_code), 1000);
     insert into public.webhook_deliveries (user_id, received_at, outcome, reason, http_status, message, chart_id, body_excerpt, delivery_id)
@@ -146,10 +164,10 @@ begin
   end if;
 
   if p_ticker is null or p_symbol is null then
-    raise exception 'ingest_signal: p_ticker and p_symbol are required for a signal' using errcode = '22004';
+    raise exception 'ingest_alert: p_ticker and p_symbol are required for a signal' using errcode = '22004';
   end if;
   if p_direction is not null and p_direction not in ('long', 'short') then
-    raise exception 'ingest_signal: p_direction must be long or short' using errcode = '22023';
+    raise exception 'ingest_alert: p_direction must be long or short' using errcode = '22023';
   end if;
 
   v_fingerprint := sha256(convert_to(coalesce(p_chart_id, '') || E'\n' || p_raw_message, 'UTF8'));
@@ -230,16 +248,127 @@ begin
   insert into public.webhook_deliveries (user_id, received_at, outcome, http_status, signal_id, chart_id, body_excerpt, delivery_id)
   values (v_cfg.user_id, p_received_at, 'accepted', 200, v_signal_id, left(p_chart_id, 64), v_excerpt, p_delivery_id);
 
-  perform private.wake_capture_daemon();
-
   return jsonb_build_object('outcome', 'accepted', 'http_status', 200, 'signal_id', v_signal_id,
     'screenshot_status', 'pending',
     'estimated_wait', private.estimated_capture_wait(v_plan.capture_priority));
 end;
 $$;
+comment on function private.ingest_alert(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text, uuid) is
+  'The rules of one alert (unknown/duplicate delivery/disabled/rejected/retry/quota/rate limit/accepted), without the wake-up: called by ingest_signal and ingest_signals only.';
+revoke all on function private.ingest_alert(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text, uuid) from public, anon, authenticated, service_role;
+
+create or replace function public.ingest_signal(
+  p_token text,
+  p_received_at timestamptz,
+  p_raw_message text,
+  p_chart_id text default null,
+  p_ticker text default null,
+  p_exchange text default null,
+  p_symbol text default null,
+  p_price numeric default null,
+  p_direction text default null,
+  p_signal_type text default null,
+  p_interval text default null,
+  p_indicator_name text default null,
+  p_signal_time timestamptz default null,
+  p_reject_code text default null,
+  p_reject_message text default null,
+  p_delivery_id uuid default null
+)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  v_outcome jsonb;
+begin
+  v_outcome := private.ingest_alert(p_token, p_received_at, p_raw_message, p_chart_id, p_ticker, p_exchange,
+                                    p_symbol, p_price, p_direction, p_signal_type, p_interval,
+                                    p_indicator_name, p_signal_time, p_reject_code, p_reject_message,
+                                    p_delivery_id);
+  if v_outcome ->> 'outcome' = 'accepted' then
+    perform private.wake_capture_daemon();
+  end if;
+  return v_outcome;
+end;
+$$;
 comment on function public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text, uuid) is
-  'The webhook edge''s one call per alert: decides unknown/disabled/rejected/duplicate/quota/rate limit/accepted in one transaction. p_delivery_id makes a replayed call idempotent. Service role only.';
+  'One alert: decides unknown/disabled/rejected/duplicate/quota/rate limit/accepted in one transaction (private.ingest_alert), then wakes a daemon. p_delivery_id makes a replayed call idempotent. The edge calls ingest_signals. Service role only.';
 revoke all on function public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text, uuid)
   from public, anon, authenticated, service_role;
 grant execute on function public.ingest_signal(text, timestamptz, text, text, text, text, text, numeric, text, text, text, text, timestamptz, text, text, uuid)
   to service_role;
+
+create or replace function public.ingest_signals(p_alerts jsonb)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  c_max_alerts constant integer := 1000;
+  v_alert jsonb;
+  v_outcome jsonb;
+  v_outcomes jsonb[] := array[]::jsonb[];
+  v_any_accepted boolean := false;
+  v_state text;
+  v_message text;
+begin
+  if p_alerts is null or jsonb_typeof(p_alerts) <> 'array' then
+    raise exception 'ingest_signals: p_alerts must be a JSON array of alerts' using errcode = '22023';
+  end if;
+  if jsonb_array_length(p_alerts) > c_max_alerts then
+    raise exception 'ingest_signals: at most % alerts per call', c_max_alerts using errcode = '54000';
+  end if;
+
+  -- Every trader of the batch, locked in one order (see the header).
+  perform 1 from public.user_config c
+   where c.webhook_token in (select a ->> 'p_token' from jsonb_array_elements(p_alerts) a)
+   order by c.user_id
+     for update;
+
+  for v_alert in select a from jsonb_array_elements(p_alerts) with ordinality as t(a, n) order by n loop
+    begin
+      if jsonb_typeof(v_alert) <> 'object' then
+        raise exception 'ingest_signals: each alert must be a JSON object' using errcode = '22023';
+      end if;
+      v_outcome := private.ingest_alert(
+        p_token => v_alert ->> 'p_token',
+        p_received_at => (v_alert ->> 'p_received_at')::timestamptz,
+        p_raw_message => v_alert ->> 'p_raw_message',
+        p_chart_id => v_alert ->> 'p_chart_id',
+        p_ticker => v_alert ->> 'p_ticker',
+        p_exchange => v_alert ->> 'p_exchange',
+        p_symbol => v_alert ->> 'p_symbol',
+        p_price => (v_alert ->> 'p_price')::numeric,
+        p_direction => v_alert ->> 'p_direction',
+        p_signal_type => v_alert ->> 'p_signal_type',
+        p_interval => v_alert ->> 'p_interval',
+        p_indicator_name => v_alert ->> 'p_indicator_name',
+        p_signal_time => (v_alert ->> 'p_signal_time')::timestamptz,
+        p_reject_code => v_alert ->> 'p_reject_code',
+        p_reject_message => v_alert ->> 'p_reject_message',
+        p_delivery_id => (v_alert ->> 'p_delivery_id')::uuid);
+    exception when others then
+      -- Everything this alert wrote is rolled back with its subtransaction; the others stand.
+      get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+      v_outcome := jsonb_build_object('outcome', 'error', 'http_status', 500, 'sqlstate', v_state,
+                                      'message', v_message);
+    end;
+    v_any_accepted := v_any_accepted or v_outcome ->> 'outcome' = 'accepted';
+    v_outcomes := v_outcomes || v_outcome;
+  end loop;
+
+  if v_any_accepted then
+    perform private.wake_capture_daemon();
+  end if;
+  return to_jsonb(v_outcomes);
+end;
+$$;
+comment on function public.ingest_signals(jsonb) is
+  'The webhook edge''s batched call: ingest_signal''s rules for each alert of a JSON array, in order, one outcome each (an alert that raises gets outcome error and fails no other), one transaction, at most one wake-up. Service role only.';
+revoke all on function public.ingest_signals(jsonb) from public, anon, authenticated, service_role;
+grant execute on function public.ingest_signals(jsonb) to service_role;

@@ -275,6 +275,7 @@ export type Database = {
         };
         Returns: Json;
       };
+      ingest_signals: { Args: { p_alerts: Json }; Returns: Json };
       reseal_tradingview_session: {
         Args: { p_new: string; p_old: string; p_user_id: string };
         Returns: boolean;
