@@ -220,11 +220,13 @@ begin
       'retry_after', v_retry_after);
   end if;
 
+  -- created_at is the clock, not now(): the alerts of one ingest_signals batch share a transaction,
+  -- and a trader's signals must still list in the order they were decided.
   insert into public.signals (user_id, indicator_name, ticker, exchange, symbol, price, signal_type,
-                              direction, interval, chart_id, raw_message, "timestamp")
+                              direction, interval, chart_id, raw_message, "timestamp", created_at)
   values (v_cfg.user_id, p_indicator_name, p_ticker, p_exchange, p_symbol, p_price, p_signal_type,
           p_direction, p_interval, coalesce(p_chart_id, v_cfg.default_chart_id), p_raw_message,
-          coalesce(p_signal_time, p_received_at))
+          coalesce(p_signal_time, p_received_at), clock_timestamp())
   returning id into v_signal_id;
 
   insert into private.capture_jobs (signal_id, priority, run_at)

@@ -2,7 +2,7 @@
 -- each; an alert that raises fails no other; the quota stays exact; at most one wake-up per batch.
 begin;
 set local search_path = extensions, public;
-select plan(33);
+select plan(34);
 
 insert into auth.users (id, aud, role, email)
 values ('aaaaaaaa-0000-0000-0000-000000000011', 'authenticated', 'authenticated', 'a11@example.test'),
@@ -122,6 +122,8 @@ select is((select count(*)::int from flood, jsonb_array_elements(r) o
 select is(pg_temp.signals_of('cccccccc-0000-0000-0000-000000000011'), 4, 'exactly the remaining quota is stored');
 select results_eq($$ select s.raw_message from public.signals s where s.user_id = 'cccccccc-0000-0000-0000-000000000011' order by s.raw_message $$,
   $$ values ('C 1'), ('C 2'), ('C 3'), ('C 4') $$, 'the first four in arrival order');
+select results_eq($$ select s.raw_message from public.signals s where s.user_id = 'cccccccc-0000-0000-0000-000000000011' order by s.created_at $$,
+  $$ values ('C 1'), ('C 2'), ('C 3'), ('C 4') $$, 'and they list in that order by created_at, though one transaction stored them');
 select is((select signals_this_period from public.user_config where user_id = 'cccccccc-0000-0000-0000-000000000011'), 100,
   'the counter stops at the quota');
 select is((select count(*)::int from public.webhook_deliveries where user_id = 'cccccccc-0000-0000-0000-000000000011'), 500,

@@ -2,7 +2,7 @@
 -- It holds the source files below, whole, as they were when it was written; every statement in
 -- them is re-runnable, so it applies on top of the migrations before it. Change the files there
 -- and run scripts/sync-migrations, which adds a migration holding the files that changed.
--- source sql/20_ingest_signal.sql sha256:681d173857886bbd49f5b4e4fa9280357014ea92a74ecf048bb36d31c6e5c84a
+-- source sql/20_ingest_signal.sql sha256:77bb05ff129f9c8d1e6c8d057486f758bb601abf04118f009ff7ea9c9df12024
 
 -- ==== sql/20_ingest_signal.sql
 
@@ -228,11 +228,13 @@ begin
       'retry_after', v_retry_after);
   end if;
 
+  -- created_at is the clock, not now(): the alerts of one ingest_signals batch share a transaction,
+  -- and a trader's signals must still list in the order they were decided.
   insert into public.signals (user_id, indicator_name, ticker, exchange, symbol, price, signal_type,
-                              direction, interval, chart_id, raw_message, "timestamp")
+                              direction, interval, chart_id, raw_message, "timestamp", created_at)
   values (v_cfg.user_id, p_indicator_name, p_ticker, p_exchange, p_symbol, p_price, p_signal_type,
           p_direction, p_interval, coalesce(p_chart_id, v_cfg.default_chart_id), p_raw_message,
-          coalesce(p_signal_time, p_received_at))
+          coalesce(p_signal_time, p_received_at), clock_timestamp())
   returning id into v_signal_id;
 
   insert into private.capture_jobs (signal_id, priority, run_at)
