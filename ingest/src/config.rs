@@ -32,6 +32,13 @@ pub struct Config {
     #[arg(long, env = "INGEST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// A separate address for `/health`, `/health/live`, `/health/ready` and
+    /// `/metrics`. When set they are served only there (the webhook
+    /// listener answers them 404), so only the orchestrator and Prometheus
+    /// can reach them. Unset: they are on `INGEST_LISTEN`.
+    #[arg(long, env = "INGEST_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// The Supabase project: PostgREST at `SUPABASE_URL` with the service
     /// key is the database path unless `DATABASE_URL` is set.
     #[command(flatten)]
@@ -64,9 +71,17 @@ pub struct Config {
     pub max_body_bytes: u32,
 
     /// How long a client may take to send a request's headers, and then its
-    /// body. A slow client is cut off instead of holding a connection.
+    /// body. A slow client, or a connection that sends nothing, is cut off
+    /// instead of holding a connection.
     #[arg(long, env = "INGEST_READ_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub read_timeout: Duration,
+
+    /// How long an idle keep-alive connection is kept open (the shorter of
+    /// this and `INGEST_READ_TIMEOUT` applies: the wait for the next
+    /// request's headers counts against that too). A reverse proxy that
+    /// keeps connections to ingest open must close them sooner than this.
+    #[arg(long, env = "INGEST_KEEP_ALIVE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub keep_alive_timeout: Duration,
 
     /// How long one database call may take before the webhook is answered
     /// 503 (TradingView retries it). Keep it well under TradingView's 3 s.
@@ -78,21 +93,55 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// Connections in the direct Postgres pool (with `DATABASE_URL`).
+    /// Connections in the direct Postgres pool (with `DATABASE_URL`); more
+    /// than `INGEST_DB_CONCURRENCY`, which the webhooks' calls use, so that
+    /// `/health` and the session endpoint find one too.
     #[arg(long, env = "INGEST_DB_POOL_SIZE", default_value_t = 16,
-          value_parser = clap::value_parser!(u32).range(1..=512))]
+          value_parser = clap::value_parser!(u32).range(2..=512))]
     pub db_pool_size: u32,
 
-    /// Unknown-token answers one client address may get per minute before
-    /// it is answered 429 without a database call (token guessing).
+    /// Database calls for webhooks in flight at once. Alerts that arrive
+    /// while all of them are busy are gathered into the next call.
+    #[arg(long, env = "INGEST_DB_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub db_concurrency: u32,
+
+    /// Most alerts in one `ingest_signals` call (1: every alert alone). At
+    /// most 64: each alert of a batch takes a subtransaction, and Postgres
+    /// keeps 64 of them per transaction in its fast path.
+    #[arg(long, env = "INGEST_DB_MAX_BATCH", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub db_max_batch: u32,
+
+    /// With a spool: how long a webhook may wait for its database call to
+    /// start before the database path counts as saturated and the webhook
+    /// is spooled instead (202 at once, stored by the replay). Keeps
+    /// answers well within TradingView's 3 s during bar-close bursts.
+    #[arg(long, env = "INGEST_DB_QUEUE_BUDGET", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub db_queue_budget: Duration,
+
+    /// Unverified tokens (neither known nor known to be unknown) one client
+    /// address outside `INGEST_ALLOWED_SOURCES` may spend per minute (all
+    /// addresses when that is empty): unknown-token answers, and unverified
+    /// webhooks spooled while the database is down. Past it, 429 without a
+    /// database call. Known tokens and allowed addresses never spend it.
     #[arg(long, env = "INGEST_UNKNOWN_TOKEN_PER_MINUTE", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub unknown_token_per_minute: u32,
 
-    /// Directory of the durable spool: while the database path is down,
-    /// webhooks are appended here (fsync'd) and answered 202, then replayed
-    /// in arrival order when it is back. A local disk, one ingest per
-    /// directory. Unset: no spool, the answer is 503.
+    /// Database calls for unverified tokens in flight at once, from all
+    /// addresses together: the share of the database path that guessed
+    /// tokens can take. Past it, such webhooks are spooled (within the
+    /// spool's limits) or answered 503.
+    #[arg(long, env = "INGEST_UNVERIFIED_IN_FLIGHT", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub unverified_in_flight: u32,
+
+    /// Directory of the durable spool: while the database path is down or
+    /// saturated, webhooks are appended here (fsync'd) and answered 202,
+    /// then replayed in arrival order. A local disk, one ingest per
+    /// directory; it also keeps the tokens the database recognised (hashed)
+    /// across restarts. Unset: no spool, the answer is 503.
     #[arg(long, env = "INGEST_SPOOL_DIR")]
     pub spool_dir: Option<std::path::PathBuf>,
 
@@ -102,10 +151,11 @@ pub struct Config {
     pub spool_max_bytes: u64,
 
     /// Webhooks with a token the database has not recognised in the last
-    /// day that one client address may spool per minute (they also may fill
-    /// only half of the spool): tokens cannot be checked while the database
-    /// is down, so this is what keeps guessed tokens from filling it.
-    #[arg(long, env = "INGEST_SPOOL_UNVERIFIED_PER_MINUTE", default_value_t = 120,
+    /// week that may be spooled per minute, from all addresses together
+    /// (they also may fill only half of the spool): tokens cannot be checked
+    /// while the database is down, so this is what keeps guessed tokens from
+    /// filling it, also when every alert comes from the same four addresses.
+    #[arg(long, env = "INGEST_SPOOL_UNVERIFIED_PER_MINUTE", default_value_t = 600,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub spool_unverified_per_minute: u32,
 

@@ -1,29 +1,42 @@
-//! Who may post, and how fast a stranger may guess tokens.
+//! Who may post, and how much a stranger may spend.
 //!
-//! - The client's address is the TCP peer, unless the peer is a configured
-//!   trusted proxy: then it is the right-most `X-Forwarded-For` entry that is
-//!   not itself a trusted proxy. Without trusted proxies the header is
-//!   ignored, so nobody can pick their own address.
-//! - An optional allowlist (`tradingview` preset) refuses webhooks from
+//! TradingView sends every trader's alerts from the same four addresses, so
+//! nothing here may refuse a webhook because of where it came from alone.
+//!
+//! - **The client's address** is the TCP peer, unless the peer is a
+//!   configured trusted proxy: then `X-Forwarded-For` is read from the right,
+//!   past trusted proxies, and the first entry that is not one is the
+//!   client. An entry that does not parse ends the walk (the last address
+//!   believed stands): a forged entry further left never wins. Without
+//!   trusted proxies the header is ignored, so nobody can pick their own
+//!   address. IPv4-mapped IPv6 addresses count as the IPv4 address.
+//! - **An optional allowlist** (`tradingview` preset) refuses webhooks from
 //!   anywhere else before any work is done.
-//! - Each address gets a small budget of unknown-token answers per minute
-//!   (a token bucket). Past it, webhooks from that address are answered 429
-//!   without touching the database, so guessing tokens is slow and cheap for
-//!   us, while real traders on other addresses are not affected. Once an
-//!   address has sent an unknown token, its requests reserve budget while
-//!   their database call runs ([`Guard::admit`]), so concurrency cannot
-//!   overdraw it; addresses that never did (TradingView's, normally) pass
-//!   without any bookkeeping. The table
-//!   of buckets is bounded: full buckets are forgotten first, and when
+//! - **Per-address budgets** apply only to addresses outside the allowlist
+//!   (with no allowlist, to every address) and only to tokens the edge
+//!   cannot vouch for ([`crate::tokens`]): a known token is never refused
+//!   because of its address. Each such address gets a small token bucket of
+//!   unverified tokens per minute, spent by unknown-token answers and by
+//!   unverified webhooks spooled while the database is down; past it, 429
+//!   without touching the database. IPv6 addresses are budgeted by /64 (one
+//!   host usually holds a whole /64). Requests in flight reserve budget
+//!   ([`Guard::admit`]), so concurrency cannot overdraw it. The table of
+//!   buckets is bounded: full buckets are forgotten first, and when
 //!   strangers still overflow it the table is cleared, which only ever errs
 //!   towards letting a guesser try again.
+//! - **A global budget for unverified tokens**: at most a fixed number of
+//!   database calls for tokens nobody has vouched for are in flight at once
+//!   ([`Guard::unverified_slot`]). Guessed tokens, wherever they come from,
+//!   can take that share of the database path and no more; a new trader's
+//!   first alert competes only with them, never with known traders.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::IpNet;
 
@@ -36,7 +49,9 @@ pub struct Guard {
     allowed: Option<Vec<IpNet>>,
     trusted_proxies: Vec<IpNet>,
     per_minute: u32,
+    /// Keyed by [`budget_key`].
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    unverified: Arc<Semaphore>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -53,50 +68,72 @@ struct Bucket {
 pub struct Probe<'a> {
     guard: &'a Guard,
     ip: IpAddr,
+    /// Whether `ip` has a budget at all.
+    budgeted: bool,
     reserved: bool,
     unknown: bool,
 }
 
 impl Probe<'_> {
-    /// The database said the token is unknown: spend the reservation.
-    pub fn unknown_token(mut self) {
+    /// The token turned out unknown, or an unverified webhook was spooled
+    /// on it: spend the reservation.
+    pub fn spend(mut self) {
         self.unknown = true;
     }
 }
 
 impl Drop for Probe<'_> {
     fn drop(&mut self) {
-        self.guard.settle(self.ip, self.reserved, self.unknown);
+        if self.budgeted {
+            self.guard.settle(self.ip, self.reserved, self.unknown);
+        }
     }
 }
 
 impl Guard {
-    pub fn new(allowed: Option<Vec<IpNet>>, trusted_proxies: Vec<IpNet>, per_minute: u32) -> Self {
+    /// `per_minute`: each budgeted address's unverified tokens per minute;
+    /// `unverified_in_flight`: database calls for unverified tokens at once.
+    pub fn new(
+        allowed: Option<Vec<IpNet>>,
+        trusted_proxies: Vec<IpNet>,
+        per_minute: u32,
+        unverified_in_flight: usize,
+    ) -> Self {
         Self {
             allowed,
             trusted_proxies,
             per_minute: per_minute.max(1),
             buckets: Mutex::new(HashMap::new()),
+            unverified: Arc::new(Semaphore::new(unverified_in_flight.max(1))),
         }
     }
 
     /// The address a request comes from (see the module docs).
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.is_trusted(peer) {
-            return peer;
+        let mut client = peer.to_canonical();
+        if !self.is_trusted(client) {
+            return client;
         }
-        let forwarded: Vec<IpAddr> = headers
+        let entries: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|part| part.trim().parse().ok())
+            .flat_map(|v| {
+                v.to_str()
+                    .map_or_else(|_| vec![""], |v| v.split(',').collect())
+            })
             .collect();
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !self.is_trusted(*ip))
-            .unwrap_or(peer)
+        for entry in entries.into_iter().rev() {
+            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+                // Whoever wrote this entry is not to be believed further
+                // left: the hop that passed it on stands.
+                break;
+            };
+            client = ip.to_canonical();
+            if !self.is_trusted(client) {
+                break;
+            }
+        }
+        client
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -110,16 +147,42 @@ impl Guard {
             .is_none_or(|nets| nets.iter().any(|net| net.contains(ip)))
     }
 
-    /// Lets a webhook from `ip` through, or says how long to wait.
+    /// Whether `ip` has a budget for unverified tokens: only addresses
+    /// outside the allowlist (all of them when there is none), never the
+    /// shared addresses every trader's alerts come from.
+    pub fn budgets(&self, ip: IpAddr) -> bool {
+        self.allowed
+            .as_ref()
+            .is_none_or(|nets| !nets.iter().any(|net| net.contains(ip)))
+    }
+
+    /// A slot for one database call on an unverified token, held until the
+    /// permit is dropped; `None` when the global budget is in use.
+    pub fn unverified_slot(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.unverified).try_acquire_owned().ok()
+    }
+
+    /// Lets an unverified token from `ip` through, or says how long to
+    /// wait. Addresses without a budget ([`Guard::budgets`]) always pass.
     ///
-    /// An address that has never sent an unknown token passes freely. One
-    /// that has must reserve a token of its budget for the duration of the
-    /// database call: checking without reserving would let every request
-    /// already in flight through each time a single token refills, so a
-    /// guesser's rate would grow with its concurrency. The reservation is
-    /// settled when the returned [`Probe`] is dropped: spent if the token
-    /// turned out unknown, given back otherwise.
+    /// An address that has never spent any passes freely. One that has must
+    /// reserve a token of its budget for the duration of the database call:
+    /// checking without reserving would let every request already in flight
+    /// through each time a single token refills, so a guesser's rate would
+    /// grow with its concurrency. The reservation is settled when the
+    /// returned [`Probe`] is dropped: spent if the token turned out unknown
+    /// (or the webhook was spooled unverified), given back otherwise.
     pub fn admit(&self, ip: IpAddr) -> Result<Probe<'_>, Duration> {
+        let ip = budget_key(ip);
+        if !self.budgets(ip) {
+            return Ok(Probe {
+                guard: self,
+                ip,
+                budgeted: false,
+                reserved: false,
+                unknown: false,
+            });
+        }
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let reserved = match buckets.get_mut(&ip) {
             None => false,
@@ -135,18 +198,26 @@ impl Guard {
         Ok(Probe {
             guard: self,
             ip,
+            budgeted: true,
             reserved,
             unknown: false,
         })
     }
 
-    /// Counts an unknown-token answer against `ip` (also for a malformed
-    /// token, which never reaches the database).
+    /// Counts an unknown token against `ip` without a database call (a
+    /// malformed token, or one the negative cache answers), if `ip` has a
+    /// budget.
     pub fn record_unknown_token(&self, ip: IpAddr) {
-        self.settle(ip, false, true);
+        let ip = budget_key(ip);
+        if self.budgets(ip) {
+            self.settle(ip, false, true);
+        }
     }
 
     fn settle(&self, ip: IpAddr, reserved: bool, unknown: bool) {
+        if !reserved && !unknown {
+            return;
+        }
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if !unknown {
@@ -192,6 +263,18 @@ impl Guard {
     }
 }
 
+/// What a budget is kept for: the address itself for IPv4, its /64 for
+/// IPv6 (already canonical: an IPv4-mapped address is IPv4).
+fn budget_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1_u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,20 +287,26 @@ mod tests {
         s.parse().expect("net")
     }
 
+    fn guard(allowed: Option<Vec<IpNet>>, proxies: Vec<IpNet>, per_minute: u32) -> Guard {
+        Guard::new(allowed, proxies, per_minute, 4)
+    }
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", value.parse().expect("header"));
+        headers
+    }
+
     #[test]
     fn forwarded_for_counts_only_behind_a_trusted_proxy() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            "6.6.6.6, 52.89.214.238".parse().expect("header"),
-        );
-        let untrusting = Guard::new(None, vec![], 10);
+        let headers = forwarded("6.6.6.6, 52.89.214.238");
+        let untrusting = guard(None, vec![], 10);
         assert_eq!(
             untrusting.client_ip(ip("127.0.0.1"), &headers),
             ip("127.0.0.1")
         );
 
-        let behind_proxy = Guard::new(None, vec![net("127.0.0.1")], 10);
+        let behind_proxy = guard(None, vec![net("127.0.0.1")], 10);
         assert_eq!(
             behind_proxy.client_ip(ip("127.0.0.1"), &headers),
             ip("52.89.214.238")
@@ -234,8 +323,59 @@ mod tests {
     }
 
     #[test]
+    fn the_walk_stops_at_the_first_entry_that_does_not_parse() {
+        let proxies = guard(None, vec![net("127.0.0.1"), net("10.0.0.0/8")], 10);
+        // Today's bug: skipping "garbage" let the forged 6.6.6.6 win.
+        assert_eq!(
+            proxies.client_ip(ip("127.0.0.1"), &forwarded("6.6.6.6, garbage")),
+            ip("127.0.0.1"),
+            "the proxy that passed the garbage on stands"
+        );
+        assert_eq!(
+            proxies.client_ip(ip("127.0.0.1"), &forwarded("6.6.6.6, garbage, 10.1.1.1")),
+            ip("10.1.1.1"),
+            "the last trusted hop before it"
+        );
+        assert_eq!(
+            proxies.client_ip(
+                ip("127.0.0.1"),
+                &forwarded("6.6.6.6, 52.89.214.238, 10.1.1.1")
+            ),
+            ip("52.89.214.238"),
+            "trusted hops are walked past"
+        );
+        let mut two_headers = forwarded("6.6.6.6");
+        two_headers.append("x-forwarded-for", "52.89.214.238".parse().expect("header"));
+        assert_eq!(
+            proxies.client_ip(ip("127.0.0.1"), &two_headers),
+            ip("52.89.214.238"),
+            "several headers are one list, the last one rightmost"
+        );
+        let mut not_text = HeaderMap::new();
+        not_text.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"6.6.6.6, \xff").expect("header"),
+        );
+        assert_eq!(
+            proxies.client_ip(ip("127.0.0.1"), &not_text),
+            ip("127.0.0.1")
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4() {
+        let proxies = guard(Some(vec![net("52.89.214.238")]), vec![net("127.0.0.1")], 10);
+        assert_eq!(
+            proxies.client_ip(ip("::ffff:127.0.0.1"), &forwarded("::ffff:52.89.214.238")),
+            ip("52.89.214.238"),
+            "a mapped proxy is trusted and a mapped client is its IPv4 address"
+        );
+        assert!(proxies.allows(proxies.client_ip(ip("::ffff:52.89.214.238"), &HeaderMap::new())));
+    }
+
+    #[test]
     fn the_allowlist_admits_only_its_networks() {
-        let guard = Guard::new(
+        let guard = guard(
             Some(vec![net("52.89.214.238"), net("10.0.0.0/8")]),
             vec![],
             10,
@@ -243,18 +383,15 @@ mod tests {
         assert!(guard.allows(ip("52.89.214.238")));
         assert!(guard.allows(ip("10.9.8.7")));
         assert!(!guard.allows(ip("52.89.214.239")));
-        assert!(Guard::new(None, vec![], 10).allows(ip("1.2.3.4")));
+        assert!(Guard::new(None, vec![], 10, 1).allows(ip("1.2.3.4")));
     }
 
     #[test]
     fn unknown_tokens_use_up_a_per_address_budget() {
-        let guard = Guard::new(None, vec![], 3);
+        let guard = guard(None, vec![], 3);
         let guesser = ip("203.0.113.9");
         for _ in 0..3 {
-            guard
-                .admit(guesser)
-                .expect("within the budget")
-                .unknown_token();
+            guard.admit(guesser).expect("within the budget").spend();
         }
         let retry = guard.admit(guesser).expect_err("throttled after 3");
         assert!(
@@ -268,8 +405,48 @@ mod tests {
     }
 
     #[test]
+    fn allowed_addresses_have_no_budget_to_use_up() {
+        let guard = guard(Some(vec![net("52.89.214.238")]), vec![], 1);
+        let tradingview = ip("52.89.214.238");
+        assert!(!guard.budgets(tradingview));
+        for _ in 0..100 {
+            guard.admit(tradingview).expect("never throttled").spend();
+            guard.record_unknown_token(tradingview);
+        }
+        assert!(guard.admit(tradingview).is_ok());
+        assert!(guard.buckets.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn ipv6_budgets_are_kept_per_64() {
+        let guard = guard(None, vec![], 2);
+        guard.admit(ip("2001:db8:1:2::1")).expect("budget").spend();
+        guard
+            .admit(ip("2001:db8:1:2:ffff::9"))
+            .expect("budget")
+            .spend();
+        assert!(
+            guard.admit(ip("2001:db8:1:2::77")).is_err(),
+            "the same /64 shares one budget"
+        );
+        assert!(
+            guard.admit(ip("2001:db8:1:3::1")).is_ok(),
+            "the next /64 has its own"
+        );
+        guard
+            .admit(ip("::ffff:198.51.100.4"))
+            .expect("budget")
+            .spend();
+        guard.admit(ip("198.51.100.4")).expect("budget").spend();
+        assert!(
+            guard.admit(ip("198.51.100.4")).is_err(),
+            "a mapped address is its IPv4 address"
+        );
+    }
+
+    #[test]
     fn requests_in_flight_cannot_overdraw_the_budget() {
-        let guard = Guard::new(None, vec![], 5);
+        let guard = guard(None, vec![], 5);
         let guesser = ip("203.0.113.10");
         guard.record_unknown_token(guesser); // 4 left
         let in_flight: Vec<_> = (0..10).filter_map(|_| guard.admit(guesser).ok()).collect();
@@ -278,14 +455,14 @@ mod tests {
         let again: Vec<_> = (0..10).filter_map(|_| guard.admit(guesser).ok()).collect();
         assert_eq!(again.len(), 4);
         for probe in again {
-            probe.unknown_token();
+            probe.spend();
         }
         assert!(guard.admit(guesser).is_err(), "spent");
     }
 
     #[test]
     fn a_clean_address_is_never_held_back() {
-        let guard = Guard::new(None, vec![], 1);
+        let guard = guard(None, vec![], 1);
         let tradingview = ip("52.89.214.238");
         let in_flight: Vec<_> = (0..1000)
             .map(|_| guard.admit(tradingview).expect("free"))
@@ -295,8 +472,17 @@ mod tests {
     }
 
     #[test]
+    fn the_global_budget_for_unverified_tokens_is_a_number_of_calls_at_once() {
+        let guard = guard(None, vec![], 1);
+        let slots: Vec<_> = (0..10).filter_map(|_| guard.unverified_slot()).collect();
+        assert_eq!(slots.len(), 4);
+        drop(slots);
+        assert!(guard.unverified_slot().is_some(), "given back when done");
+    }
+
+    #[test]
     fn the_table_of_addresses_stays_bounded() {
-        let guard = Guard::new(None, vec![], 1);
+        let guard = guard(None, vec![], 1);
         for n in 0..(u32::try_from(MAX_TRACKED).expect("fits") + 10) {
             guard.record_unknown_token(IpAddr::from(n.to_be_bytes()));
         }

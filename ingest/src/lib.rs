@@ -49,6 +49,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batcher;
 pub mod config;
 pub mod db;
 pub mod delivery;
@@ -57,6 +58,7 @@ pub mod metrics;
 pub mod server;
 pub mod signal;
 pub mod spool_admission;
+pub mod tokens;
 
 pub use config::Config;
 pub use server::run;

@@ -1,7 +1,9 @@
 //! `ingest`: parse the config, start logging, build the database path,
-//! open the spool and start its replayer, serve until SIGINT/SIGTERM.
+//! open the spool (and the known tokens kept beside it) and start its
+//! replayer, serve until SIGINT/SIGTERM.
 
 use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,17 +11,22 @@ use anyhow::Context as _;
 use http::HeaderValue;
 use ingest::Config;
 use ingest::auth::{Verifier, VerifierConfig};
+use ingest::batcher::BatchSettings;
 use ingest::db::{Database, RestPath};
 use ingest::guard::Guard;
 use ingest::metrics::Metrics;
 use ingest::server::{App, SessionEndpoint, Settings, session};
-use ingest::spool_admission::{DatabaseSink, KnownTokens, SpoolAdmission};
+use ingest::spool_admission::{DatabaseSink, SpoolAdmission};
+use ingest::tokens::TokenMemory;
 use service_runtime::http::Drain;
 use service_runtime::postgres::{self, PoolSettings};
 use service_runtime::{cli, shutdown, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use webhook_spool::{Backoff, Replayer, Spool, SpoolConfig};
+
+/// How often the known tokens are saved (when they changed).
+const SAVE_TOKENS_EVERY: Duration = Duration::from_mins(1);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -28,33 +35,8 @@ async fn main() -> anyhow::Result<()> {
     let stop = shutdown::signal().context("Failed to install signal handlers")?;
 
     let db = Arc::new(database(&config).context("Failed to set up the database path")?);
-    let guard = Guard::new(
-        config.allowed_networks(),
-        config.trusted_proxies.clone(),
-        config.unknown_token_per_minute,
-    );
-    let settings = Settings {
-        max_body_bytes: config.max_body_bytes,
-        read_timeout: config.read_timeout,
-        max_connections: config.max_connections as usize,
-        grace: config.shutdown_grace,
-    };
     let database = db.kind();
-    let mut app = App::new(Arc::clone(&db), guard, Metrics::new(), settings);
-    let replayer = match &config.spool_dir {
-        Some(dir) => {
-            let (spool, replayer) = spool(&config, dir, &db)?;
-            app = app.with_fallback(spool);
-            Some(replayer)
-        }
-        None => None,
-    };
-    if let Some(session) =
-        session_endpoint(&config).context("Failed to set up the session endpoint")?
-    {
-        tracing::info!(path = session::PATH, "TradingView session endpoint on");
-        app = app.with_session(session);
-    }
+    let (app, replayer, tokens) = app(&config, &db)?;
     let app = Arc::new(app);
 
     let listener = TcpListener::bind(config.listen)
@@ -63,7 +45,15 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("Failed to read the listening address")?;
-    tracing::info!(%addr, database, grace = ?config.shutdown_grace, "Ingest listening");
+    let admin = match config.admin_listen {
+        Some(admin) => Some(
+            TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("Failed to listen on {admin} (INGEST_ADMIN_LISTEN)"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(%addr, admin = ?config.admin_listen, database, grace = ?config.shutdown_grace, "Ingest listening");
 
     let stopping = CancellationToken::new();
     let replaying = replayer.map(|replayer| {
@@ -74,16 +64,37 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     });
-    let shutdown = async {
-        let signal = stop.await;
-        tracing::info!(signal = signal.name(), "Shutting down; draining requests");
+    let saving = config.spool_dir.clone().map(|dir| {
+        let (tokens, stopping) = (Arc::clone(&tokens), stopping.clone());
+        tokio::spawn(save_tokens_periodically(tokens, dir, stopping))
+    });
+    let serving = CancellationToken::new();
+    let shutdown = {
+        let serving = serving.clone();
+        async move {
+            let signal = stop.await;
+            tracing::info!(signal = signal.name(), "Shutting down; draining requests");
+            serving.cancel();
+        }
     };
+    let admin_serving = admin.map(|listener| {
+        let (app, serving) = (Arc::clone(&app), serving.clone());
+        tokio::spawn(async move {
+            ingest::server::run_admin(listener, app, serving.cancelled_owned()).await
+        })
+    });
     let drained = ingest::run(listener, app, shutdown).await;
+    if let Some(admin) = admin_serving {
+        let _ = admin.await;
+    }
     // A record in the middle of its replay is not acknowledged: it is
     // replayed after the restart, and its delivery id makes that a duplicate.
     stopping.cancel();
     if let Some(replaying) = replaying {
         let _ = replaying.await;
+    }
+    if let Some(saving) = saving {
+        let _ = saving.await;
     }
     match drained {
         Drain::Complete => tracing::info!("Drained; exiting"),
@@ -94,15 +105,79 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the spool in `dir` (recovering what a crash left) and builds the
-/// edge's fallback and the replayer that feeds the spool to `db`.
-fn spool(
+/// The app as `config` describes it, the spool's replayer (with a spool)
+/// and the token memory (loaded from the spool's directory).
+fn app(
     config: &Config,
-    dir: &std::path::Path,
     db: &Arc<Database>,
-) -> anyhow::Result<(SpoolAdmission, Replayer<DatabaseSink>)> {
+) -> anyhow::Result<(App, Option<Replayer<DatabaseSink>>, Arc<TokenMemory>)> {
+    let guard = Guard::new(
+        config.allowed_networks(),
+        config.trusted_proxies.clone(),
+        config.unknown_token_per_minute,
+        config.unverified_in_flight as usize,
+    );
+    let settings = Settings {
+        max_body_bytes: config.max_body_bytes,
+        read_timeout: config.read_timeout,
+        keep_alive: config.keep_alive_timeout,
+        max_connections: config.max_connections as usize,
+        grace: config.shutdown_grace,
+        batch: BatchSettings {
+            max_batch: config.db_max_batch as usize,
+            concurrency: config.db_concurrency as usize,
+        },
+        queue_budget: config.db_queue_budget,
+    };
+    // The spool opens first: its directory is also where the known tokens
+    // are kept, and opening it makes that directory private.
+    let opened = match &config.spool_dir {
+        Some(dir) => Some(open_spool(config, dir)?),
+        None => None,
+    };
+    let tokens = Arc::new(match &config.spool_dir {
+        Some(dir) => load_tokens(dir),
+        None => TokenMemory::default(),
+    });
+    let mut app = App::new(
+        Arc::clone(db),
+        guard,
+        Arc::clone(&tokens),
+        Metrics::new(),
+        settings,
+    );
+    let replayer = match opened {
+        Some(spool) => {
+            let (fallback, replayer) = fallback(config, spool, db, &tokens)?;
+            app = app.with_fallback(fallback);
+            Some(replayer)
+        }
+        None => None,
+    };
+    if let Some(session) =
+        session_endpoint(config).context("Failed to set up the session endpoint")?
+    {
+        tracing::info!(path = session::PATH, "TradingView session endpoint on");
+        app = app.with_session(session);
+    }
+    if config.admin_listen.is_some() {
+        app = app.with_admin_listener();
+    }
+    Ok((app, replayer, tokens))
+}
+
+/// Opens the spool in `dir`, recovering what a crash left and making the
+/// directory private if it was not.
+fn open_spool(config: &Config, dir: &Path) -> anyhow::Result<Spool> {
     let (spool, recovery) = Spool::open(&SpoolConfig::new(dir, config.spool_max_bytes))
         .with_context(|| format!("Failed to open the spool in {}", dir.display()))?;
+    if let Some(mode) = recovery.tightened_from {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{mode:o}"),
+            "The spool directory could be read by others; it holds webhook tokens, so it was made 0700"
+        );
+    }
     tracing::info!(
         dir = %dir.display(),
         max_bytes = config.spool_max_bytes,
@@ -110,10 +185,65 @@ fn spool(
         truncated_bytes = recovery.truncated_bytes,
         "Spool open"
     );
-    let known = Arc::new(KnownTokens::default());
+    Ok(spool)
+}
+
+/// The known tokens saved in `dir`; a damaged file costs only the
+/// knowledge (every token is unverified until the database answers).
+fn load_tokens(dir: &Path) -> TokenMemory {
+    match TokenMemory::load(dir) {
+        Ok(tokens) => {
+            tracing::info!(known = tokens.known_len(), "Known tokens loaded");
+            tokens
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "Starting without known tokens");
+            TokenMemory::default()
+        }
+    }
+}
+
+/// Saves the known tokens every [`SAVE_TOKENS_EVERY`] while they change, and
+/// once more when ingest stops.
+async fn save_tokens_periodically(
+    tokens: Arc<TokenMemory>,
+    dir: PathBuf,
+    stopping: CancellationToken,
+) {
+    let save = |tokens: Arc<TokenMemory>, dir: PathBuf| async move {
+        let result = tokio::task::spawn_blocking(move || tokens.save(&dir)).await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "Failed to save the known tokens; retrying later");
+            }
+            Err(error) => tracing::warn!(%error, "Failed to save the known tokens"),
+        }
+    };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(SAVE_TOKENS_EVERY) => save(Arc::clone(&tokens), dir.clone()).await,
+            () = stopping.cancelled() => break,
+        }
+    }
+    save(tokens, dir).await;
+}
+
+/// The edge's fallback and the replayer that feeds the spool to `db` in
+/// batches.
+fn fallback(
+    config: &Config,
+    spool: Spool,
+    db: &Arc<Database>,
+    tokens: &Arc<TokenMemory>,
+) -> anyhow::Result<(SpoolAdmission, Replayer<DatabaseSink>)> {
     let replayer = Replayer::new(
         spool.clone(),
-        DatabaseSink::new(Arc::clone(db), Arc::clone(&known)),
+        DatabaseSink::new(
+            Arc::clone(db),
+            Arc::clone(tokens),
+            config.db_max_batch as usize,
+        ),
     )
     // Each retry is one cheap call: come back quickly once the database is.
     .with_backoff(Backoff {
@@ -122,13 +252,19 @@ fn spool(
     });
     let unverified = NonZeroU32::new(config.spool_unverified_per_minute)
         .context("INGEST_SPOOL_UNVERIFIED_PER_MINUTE must be at least 1")?;
-    let fallback = SpoolAdmission::new(spool, known, unverified, replayer.counters());
+    let fallback = SpoolAdmission::new(spool, unverified, replayer.counters());
     Ok((fallback, replayer))
 }
 
 /// The direct pool when `DATABASE_URL` is set, else PostgREST.
 fn database(config: &Config) -> anyhow::Result<Database> {
     if let Some(url) = &config.database_url {
+        anyhow::ensure!(
+            config.db_pool_size > config.db_concurrency,
+            "INGEST_DB_POOL_SIZE ({}) must be larger than INGEST_DB_CONCURRENCY ({}): /health and the session endpoint need a connection too",
+            config.db_pool_size,
+            config.db_concurrency
+        );
         let pool = postgres::pool(
             url,
             PoolSettings {
@@ -147,7 +283,8 @@ fn database(config: &Config) -> anyhow::Result<Database> {
     let key = config.supabase.service_key().context(
         "SUPABASE_SECRET_KEY or SUPABASE_SERVICE_ROLE_KEY is required with SUPABASE_URL",
     )?;
-    Ok(Database::rest(RestPath::new(url, key), config.db_timeout))
+    let rest = RestPath::new(url, key).context("Failed to build the PostgREST client")?;
+    Ok(Database::rest(rest, config.db_timeout))
 }
 
 /// The session endpoint, when seal keys are configured and access tokens

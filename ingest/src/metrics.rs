@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use prometheus::{
-    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 use webhook_spool::{ReplayCounts, SpoolStats};
 
@@ -29,12 +29,17 @@ pub struct Metrics {
     /// Database path failures by path (`rest`, `pool`) and kind
     /// (`timeout`, `unreachable`, `status`, `decode`).
     pub upstream_errors: IntCounterVec,
-    /// Time of each database call the edge makes itself (`ingest_signal`
-    /// for a webhook, `capture_queue_status` for `/health` and
+    /// Time of each database call the edge makes itself (`ingest_signals`
+    /// for a batch of webhooks, `capture_queue_status` for `/health` and
     /// `/health/ready`), failed ones included, by path and call: the
     /// "database slow" alert reads it, and its `_count` is what
     /// `upstream_errors` is a share of.
     pub db_calls: HistogramVec,
+    /// Alerts per `ingest_signals` call (the live path's batches).
+    pub db_batch_size: Histogram,
+    /// Alerts that found the database path saturated (waited past their
+    /// budget for a call, or found the queue too long) and went to the spool.
+    pub db_saturated: IntCounter,
     /// Webhooks the spool refused (answered 503), by reason (`spool_full`,
     /// `spool_limited`, `spool_failed`).
     pub spool_refusals: IntCounterVec,
@@ -142,6 +147,16 @@ impl Metrics {
             &["path", "call"],
         )
         .expect("valid metric");
+        let db_batch_size = Histogram::with_opts(
+            HistogramOpts::new("db_batch_size", "Alerts per ingest_signals call.")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        )
+        .expect("valid metric");
+        let db_saturated = IntCounter::new(
+            "db_saturated_total",
+            "Webhooks that found the database path saturated and were spooled instead.",
+        )
+        .expect("valid metric");
         let spool_refusals = IntCounterVec::new(
             Opts::new(
                 "spool_refusals_total",
@@ -157,6 +172,8 @@ impl Metrics {
             Box::new(in_flight.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(db_calls.clone()),
+            Box::new(db_batch_size.clone()),
+            Box::new(db_saturated.clone()),
             Box::new(spool_refusals.clone()),
             Box::new(spool.entries.clone()),
             Box::new(spool.bytes.clone()),
@@ -177,6 +194,8 @@ impl Metrics {
             in_flight,
             upstream_errors,
             db_calls,
+            db_batch_size,
+            db_saturated,
             spool_refusals,
             spool,
         }

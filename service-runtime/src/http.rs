@@ -7,8 +7,27 @@
 //! exactly that. Routing stays with each binary; this module only moves
 //! connections.
 //!
-//! Connections speak HTTP/1.1 (keep-alive) or HTTP/2 without TLS (h2c), as
-//! the client chooses. TLS is terminated by the reverse proxy in front.
+//! Connections cannot pile up, whoever opens them (TradingView opens a new
+//! connection per alert, thousands at bar close, from four addresses, so
+//! nothing here is kept per address):
+//!
+//! - **HTTP/1.1 only.** TradingView, load balancers and the usual reverse
+//!   proxies speak HTTP/1.1 to a backend. h2c is off: it would need its own
+//!   idle and ping handling, and one h2 connection multiplexes many
+//!   requests, which would make the connection limit no limit on requests.
+//! - **A connection that sends nothing** is closed once
+//!   [`Limits::header_read_timeout`] passes without a complete request head
+//!   (hyper's timer, which starts as soon as the connection is served, and
+//!   also covers a client that sends its headers slowly).
+//! - **Idle keep-alive** connections (no request in flight) are closed after
+//!   [`Limits::keep_alive_timeout`]. The wait for the next request's headers
+//!   is also bounded by the header timeout, so the shorter of the two
+//!   applies.
+//! - **At the connection limit**, new connections wait in the kernel's
+//!   backlog, and every open connection that has been idle for a short while
+//!   ([`PRESSURE_IDLE`]) is closed at once to make room: under a flood of
+//!   silent connections, requests that are actually being made still get
+//!   slots within a fraction of a second.
 //!
 //! [`respond`] is the one way either binary writes a JSON answer, so every
 //! JSON body has the same content type.
@@ -17,27 +36,35 @@ use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
 use hyper::service::Service;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long to pause after `accept` fails before trying again. Accept errors
 /// are mostly resource exhaustion (`EMFILE`, `ENFILE`, `ENOMEM`); retrying
 /// in a tight loop would burn a core while nothing can improve, and a short
 /// pause lets in-flight connections finish and free descriptors.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// At the connection limit, connections idle for this long are closed to
+/// make room. Long enough that a client which has just connected and is
+/// sending its request is not cut off; short enough that a flood of silent
+/// connections is cleared many times a second.
+pub const PRESSURE_IDLE: Duration = Duration::from_millis(200);
 
 /// How the drain after shutdown ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,11 +80,16 @@ pub enum Drain {
 /// Connection-level limits of [`serve_with`].
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// How long a client may take to send a request's headers (HTTP/1).
-    /// A slow-loris client is disconnected when it runs out.
+    /// How long a client may take to send a request's headers, counted from
+    /// the moment the server waits for them (a new connection, or the end
+    /// of the previous request). A silent or slow-loris client is
+    /// disconnected when it runs out.
     pub header_read_timeout: Duration,
+    /// How long a connection with no request in flight is kept open.
+    pub keep_alive_timeout: Duration,
     /// Connections served at once. Past it, new connections wait in the
-    /// kernel's accept backlog instead of each costing a task and buffers.
+    /// kernel's accept backlog (and idle ones are closed to make room)
+    /// instead of each costing a task and buffers.
     pub max_connections: usize,
 }
 
@@ -65,6 +97,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(30),
             max_connections: 10_000,
         }
     }
@@ -110,21 +143,23 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A timer enables hyper's HTTP/1 header read timeout, so a client that
-    // never finishes its headers cannot hold a connection.
+    let mut builder = http1::Builder::new();
+    // A timer enables hyper's header read timeout, so a client that never
+    // finishes its headers (or never starts them) cannot hold a connection.
     builder
-        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let stopping = CancellationToken::new();
+    let pressure = Arc::new(Notify::new());
+    let connections = TaskTracker::new();
 
     let mut shutdown = pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = accept_within(&listener, &slots) => {
+            accepted = accept_within(&listener, &slots, &pressure) => {
                 let (stream, peer, slot) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -133,13 +168,21 @@ where
                         continue;
                     }
                 };
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), make_service(peer))
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let connection = Connection {
+                    activity: Arc::new(Activity::new()),
+                    keep_alive: limits.keep_alive_timeout,
+                    stopping: stopping.clone(),
+                    pressure: Arc::clone(&pressure),
+                };
+                let service = Tracked {
+                    inner: make_service(peer),
+                    activity: Arc::clone(&connection.activity),
+                };
+                let served = builder.serve_connection(TokioIo::new(stream), service);
+                connections.spawn(async move {
                     let _slot = slot;
-                    if let Err(error) = connection.await {
+                    if let Err(error) = connection.run(served).await {
                         // Client-side trouble (resets, malformed requests,
                         // timeouts) is routine on the internet, not our error.
                         tracing::debug!(%peer, %error, "Connection ended with an error");
@@ -150,25 +193,178 @@ where
         }
     }
     drop(listener);
+    stopping.cancel();
+    connections.close();
 
     tokio::select! {
-        () = graceful.shutdown() => Drain::Complete,
+        () = connections.wait() => Drain::Complete,
         () = tokio::time::sleep(grace) => Drain::DeadlineExceeded,
     }
 }
 
-/// Waits for a free connection slot, then for a connection.
+/// Waits for a free connection slot, then for a connection. At the limit,
+/// idle connections are told to make room while it waits.
 async fn accept_within(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
+    pressure: &Notify,
 ) -> std::io::Result<(tokio::net::TcpStream, SocketAddr, OwnedSemaphorePermit)> {
-    let slot = slots
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("the connection semaphore is never closed");
+    let slot = match Arc::clone(slots).try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => loop {
+            pressure.notify_waiters();
+            tokio::select! {
+                slot = Arc::clone(slots).acquire_owned() => {
+                    break slot.expect("the connection semaphore is never closed");
+                }
+                // Connections that were not idle enough a moment ago may be now.
+                () = tokio::time::sleep(PRESSURE_IDLE / 2) => {}
+            }
+        },
+    };
     let (stream, peer) = listener.accept().await?;
     Ok((stream, peer, slot))
+}
+
+/// What the watchdog of one connection knows: requests in flight, and since
+/// when none has been.
+#[derive(Debug)]
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `started` when the last request ended (0: none
+    /// has; the connection has been idle since it was accepted).
+    idle_since_ms: AtomicU64,
+    /// Signalled when a request ends, so the watchdog sets its deadline anew.
+    ended: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            ended: Notify::new(),
+        }
+    }
+
+    /// Since when the connection has had no request in flight, if it has
+    /// none now.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::SeqCst) == 0).then(|| {
+            self.started + Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst))
+        })
+    }
+}
+
+/// Counts a request in flight for as long as it lives (also when its
+/// future is dropped).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let elapsed = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.idle_since_ms.store(elapsed.max(1), Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.ended.notify_one();
+    }
+}
+
+/// The service of one connection, counting its requests in flight.
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, B> Service<Request<Incoming>> for Tracked<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = InFlight::start(&self.activity);
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await;
+            drop(in_flight);
+            response
+        })
+    }
+}
+
+/// One connection and the watchdog that closes it when it is idle too long,
+/// when room is needed, or when the server shuts down.
+struct Connection {
+    activity: Arc<Activity>,
+    keep_alive: Duration,
+    stopping: CancellationToken,
+    pressure: Arc<Notify>,
+}
+
+impl Connection {
+    async fn run<S, B>(
+        self,
+        served: http1::Connection<TokioIo<tokio::net::TcpStream>, Tracked<S>>,
+    ) -> Result<(), hyper::Error>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+        S::Future: Send + 'static,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let mut served = pin!(served);
+        let mut closing = false;
+        loop {
+            let idle_since = self.activity.idle_since();
+            let deadline = idle_since.map(|since| since + self.keep_alive);
+            tokio::select! {
+                result = served.as_mut() => return result,
+                () = self.stopping.cancelled(), if !closing => {
+                    served.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                () = sleep_until(deadline), if !closing && deadline.is_some() => {
+                    if self.activity.idle_since() == idle_since {
+                        served.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+                () = self.pressure.notified(), if !closing => {
+                    if self
+                        .activity
+                        .idle_since()
+                        .is_some_and(|since| since.elapsed() >= PRESSURE_IDLE)
+                    {
+                        served.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+                // A request ended: the idle deadline starts again.
+                () = self.activity.ended.notified(), if !closing => {}
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A JSON answer: `status`, `value` serialised as the body,

@@ -18,6 +18,10 @@ pub enum SpoolError {
     /// [`MAX_RECORD_BYTES`](crate::MAX_RECORD_BYTES) or the whole spool).
     #[error("a webhook of {len} bytes is too large to spool")]
     TooLarge { len: usize },
+    /// The spool directory can be read by group or others (`mode`) and is
+    /// not ours to make private: its records would show webhook tokens.
+    #[error("spool directory {} has mode {mode:o}: group or others can reach the webhook tokens in it, and its mode cannot be changed by this user; make it 0700 and owned by ingest's user", dir.display())]
+    Exposed { dir: PathBuf, mode: u32 },
     /// Another process holds the spool directory.
     #[error("spool directory {} is in use by another process", dir.display())]
     Locked { dir: PathBuf },

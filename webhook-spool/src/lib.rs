@@ -31,8 +31,8 @@
 //!   torn tail ([`Recovery`]).
 //! - `cursor`: the acknowledgement: the durable cursor file and what moving
 //!   it deletes.
-//! - `replay`: the [`Replayer`], which reads in arrival order, hands each
-//!   record to a [`ReplaySink`] and acknowledges it.
+//! - `replay`: the [`Replayer`], which reads in arrival order, hands the
+//!   records to a [`ReplaySink`] in batches and acknowledges them.
 //! - `error`: [`SpoolError`].
 //!
 //! Data flow: request task → [`Spool::append`] → writer thread (write,
@@ -73,7 +73,10 @@
 //! - **One process per directory.** `open` takes an exclusive lock on the
 //!   directory; a second ingest pointed at it gets [`SpoolError::Locked`].
 //! - **Private.** Records hold webhook tokens (bearer secrets): the directory
-//!   is created `0700` and its files `0600`.
+//!   is created `0700` and its files `0600`; an existing directory that
+//!   group or others can reach is made `0700` at `open` (reported in
+//!   [`Recovery::tightened_from`]), or refused with [`SpoolError::Exposed`]
+//!   when its mode is not ours to change.
 //!
 //! # Concurrency and group commit
 //!

@@ -1,7 +1,8 @@
 //! Opening a spool: what a crash left behind, made consistent again.
 //!
 //! [`Writer::open`] runs once, before the writer thread starts and before
-//! ingest serves: it creates the directory if needed, takes its exclusive
+//! ingest serves: it creates the directory if needed (or makes an existing
+//! one private again, see [`Recovery::tightened_from`]), takes its exclusive
 //! lock, reads the durable cursor, deletes segments the cursor has passed,
 //! and scans every remaining record from the cursor on. The first frame that
 //! is cut short or fails its checksum ends the scan of its segment, and the
@@ -11,7 +12,7 @@
 //! being skipped. What the scan found is reported as a [`Recovery`].
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,6 +34,13 @@ pub struct Recovery {
     pub truncated_bytes: u64,
     /// Segment files deleted because everything in them had been replayed.
     pub deleted_segments: u64,
+    /// The mode the directory had when group or others could reach it
+    /// (records hold webhook tokens): `open` made it `0700`. A directory
+    /// made by a volume mount or a provisioning tool is often `0755`;
+    /// refusing to start would leave the operator to do exactly this, and the
+    /// caller logs it. One whose mode cannot be changed (not ours) is
+    /// refused with [`SpoolError::Exposed`].
+    pub tightened_from: Option<u32>,
 }
 
 impl Writer {
@@ -40,7 +48,7 @@ impl Writer {
     /// ready to run, and what recovery found.
     pub(crate) fn open(config: &SpoolConfig) -> Result<(Self, Recovery), SpoolError> {
         let dir = config.dir.clone();
-        create_dir(&dir)?;
+        let tightened_from = prepare_dir(&dir)?;
         let lock = lock_dir(&dir)?;
         let dir_handle = File::open(&dir).map_err(io_err("open", &dir))?;
         let (cursor_file, stored_cursor) = CursorFile::open(&dir, &dir_handle)?;
@@ -56,7 +64,10 @@ impl Writer {
             .unwrap_or(0)
             .max(cursor.segment)
             .saturating_add(1);
-        let mut recovery = Recovery::default();
+        let mut recovery = Recovery {
+            tightened_from,
+            ..Recovery::default()
+        };
         let view = scan(&dir, &dir_handle, &segments, cursor, &mut recovery)?;
         let active = open_active(&dir, &view)?;
 
@@ -85,10 +96,30 @@ impl Writer {
     }
 }
 
-/// Creates `dir` (`0700`) if it does not exist, durably.
-fn create_dir(dir: &Path) -> Result<(), SpoolError> {
+/// Creates `dir` (`0700`) if it does not exist, durably; makes an existing
+/// one that group or others can reach `0700` (returning its old mode), or
+/// refuses it when that is not ours to change.
+fn prepare_dir(dir: &Path) -> Result<Option<u32>, SpoolError> {
     if dir.is_dir() {
-        return Ok(());
+        let mode = fs::metadata(dir)
+            .map_err(io_err("inspect", dir))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        let group_or_others = mode & 0o077;
+        if group_or_others == 0 {
+            return Ok(None);
+        }
+        return match fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+            Ok(()) => Ok(Some(mode)),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                Err(SpoolError::Exposed {
+                    dir: dir.to_owned(),
+                    mode,
+                })
+            }
+            Err(e) => Err(io_err("change the mode of", dir)(e)),
+        };
     }
     fs::DirBuilder::new()
         .recursive(true)
@@ -102,7 +133,7 @@ fn create_dir(dir: &Path) -> Result<(), SpoolError> {
             .and_then(|p| p.sync_all())
             .map_err(io_err("fsync", parent))?;
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Takes the directory's exclusive lock, held for as long as the returned

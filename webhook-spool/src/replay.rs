@@ -1,13 +1,15 @@
 //! The replayer: feeds spooled webhooks to the database once it is back.
 //!
-//! One [`Replayer`] per spool takes records in arrival order and hands each
-//! to a [`ReplaySink`] (in ingest: the same `public.ingest_signal` call the
-//! edge makes, with the record's original receive time and delivery id).
-//! A definitive answer (accepted, duplicate or rejected) acknowledges the
-//! record; a transient failure (the database is still down) stops the replay
-//! there and retries the same record with exponential backoff, so a later
-//! record never overtakes an earlier one. The trader's rules (unknown token,
-//! quota, rate limit, dedup) are applied by the sink at replay time.
+//! One [`Replayer`] per spool takes records in arrival order and hands them
+//! to a [`ReplaySink`] in batches of up to [`ReplaySink::max_batch`] (in
+//! ingest: the same `public.ingest_signals` call the edge makes, with each
+//! record's original receive time and delivery id), one batch at a time, so
+//! the spool drains at the rate the database takes. A definitive answer
+//! (accepted, duplicate or rejected) acknowledges the record; a transient
+//! failure (the database is still down) stops the replay at that record and
+//! retries from it with exponential backoff, so a later record never
+//! overtakes an earlier one. The trader's rules (unknown token, quota, rate
+//! limit, dedup) are applied by the sink at replay time.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -51,11 +53,25 @@ impl Transient {
 
 /// Where replayed webhooks go.
 pub trait ReplaySink: Send + Sync {
-    /// Submits one webhook with its original delivery id and receive time.
+    /// Most records one [`ReplaySink::ingest`] call takes.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Submits `webhooks` (in arrival order, at most
+    /// [`ReplaySink::max_batch`], each with its original delivery id and
+    /// receive time) and returns one result per webhook, in order.
+    ///
+    /// The replayer acknowledges the records before the first
+    /// [`Transient`] and retries from it: a sink should stop at its first
+    /// transient failure when it can. Results after it are ignored, and
+    /// those records are submitted again (for ingest, their delivery ids
+    /// turn any that did commit into `duplicate`). A result missing from
+    /// the end counts as transient.
     fn ingest(
         &self,
-        webhook: &SpooledWebhook,
-    ) -> impl Future<Output = Result<ReplayOutcome, Transient>> + Send;
+        webhooks: &[SpooledWebhook],
+    ) -> impl Future<Output = Vec<Result<ReplayOutcome, Transient>>> + Send;
 }
 
 /// Retry delays after a transient failure: `initial`, doubling up to `max`.
@@ -178,45 +194,75 @@ impl<S: ReplaySink> Replayer<S> {
     /// long as it takes), then returns: what tests and a shutdown with a
     /// reachable database use.
     pub async fn drain(&self) -> Result<(), SpoolError> {
+        let max_batch = self.sink.max_batch().max(1);
         loop {
-            let batch = self.spool.read(READ_BATCH).await?;
-            if batch.is_empty() {
+            let entries = self.spool.read(READ_BATCH.max(max_batch)).await?;
+            if entries.is_empty() {
                 return Ok(());
             }
-            for entry in &batch {
-                self.replay_one(entry).await?;
+            for batch in entries.chunks(max_batch) {
+                self.replay_batch(batch).await?;
             }
         }
     }
 
-    async fn replay_one(&self, entry: &SpoolEntry) -> Result<(), SpoolError> {
+    /// Replays `batch` until every record has a definitive answer,
+    /// acknowledging as it goes.
+    async fn replay_batch(&self, batch: &[SpoolEntry]) -> Result<(), SpoolError> {
         let mut delay = self.backoff.initial;
-        loop {
-            match self.sink.ingest(&entry.webhook).await {
-                Ok(outcome) => {
-                    self.counters.record(outcome);
-                    tracing::debug!(
-                        delivery_id = %entry.webhook.delivery_id,
-                        ?outcome,
-                        "replayed a spooled webhook"
-                    );
-                    return self.spool.ack(entry).await;
-                }
-                Err(error) => {
-                    self.counters
-                        .transient_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        delivery_id = %entry.webhook.delivery_id,
-                        error = %error,
-                        cause = %error.0,
-                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        "replay of a spooled webhook failed; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.backoff.max);
+        let mut from = 0;
+        while from < batch.len() {
+            let pending = &batch[from..];
+            let webhooks: Vec<SpooledWebhook> =
+                pending.iter().map(|entry| entry.webhook.clone()).collect();
+            let mut results = self.sink.ingest(&webhooks).await.into_iter();
+            let mut answered = 0;
+            let mut failure = None;
+            for entry in pending {
+                match results.next() {
+                    Some(Ok(outcome)) => {
+                        self.counters.record(outcome);
+                        tracing::debug!(
+                            delivery_id = %entry.webhook.delivery_id,
+                            ?outcome,
+                            "replayed a spooled webhook"
+                        );
+                        answered += 1;
+                    }
+                    Some(Err(error)) => {
+                        failure = Some((entry, error.to_string(), error.0.to_string()));
+                        break;
+                    }
+                    None => {
+                        failure = Some((
+                            entry,
+                            "replay failed for now".to_owned(),
+                            "the sink answered fewer records than it was given".to_owned(),
+                        ));
+                        break;
+                    }
                 }
             }
+            if answered > 0 {
+                self.spool.ack(&pending[answered - 1]).await?;
+                from += answered;
+                delay = self.backoff.initial;
+            }
+            if let Some((entry, error, cause)) = failure {
+                self.counters
+                    .transient_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    delivery_id = %entry.webhook.delivery_id,
+                    error = %error,
+                    cause = %cause,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "replay of a spooled webhook failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(self.backoff.max);
+            }
         }
+        Ok(())
     }
 }

@@ -1,21 +1,24 @@
-//! The database path: one call of `public.ingest_signal` per webhook, and
-//! the other database functions ingest calls (`capture_queue_status` for
-//! `/health`, `set_tradingview_session` for the session endpoint).
+//! The database path: `public.ingest_signals` for webhooks (a batch of one
+//! or more alerts per call, see [`crate::batcher`]), and the other database
+//! functions ingest calls (`capture_queue_status` for `/health`,
+//! `set_tradingview_session` for the session endpoint).
 //!
 //! Two ways to make each call, with the same arguments and the same answer:
 //!
-//! - [`Database::rest`]: through PostgREST (`POST /rest/v1/rpc/ingest_signal`)
+//! - [`Database::rest`]: through PostgREST (`POST /rest/v1/rpc/ingest_signals`)
 //!   with the project's secret key, the way every Supabase project can be
-//!   reached. The `postgrest` crate builds the request.
+//!   reached ([`RestPath`], the workspace's reqwest; `rest.rs` says why not
+//!   the `postgrest` crate).
 //! - [`Database::pool`]: over a `deadpool-postgres` pool straight to
 //!   Postgres, one HTTP hop fewer, for deployments next to the database.
 //!
-//! Both take `ingest_signal`'s arguments as one JSON object of named
-//! parameters ([`IngestCall::arguments`]), so the two paths cannot drift
-//! apart: the pool passes that object as a single `jsonb` parameter and
-//! unpacks it in SQL with the same names PostgREST uses. The other calls
-//! have two or no arguments and are written out for each path. Every rule
-//! lives in the SQL function, never here, so both paths obey the same ones.
+//! Both send each alert as one JSON object of `ingest_signal`'s named
+//! parameters ([`IngestCall::arguments`]) and the batch as a JSON array of
+//! them, so the two paths cannot drift apart: the pool passes the array as a
+//! single `jsonb` parameter, PostgREST as `p_alerts`, and the function
+//! unpacks each object with the same names. The other calls have two or no
+//! arguments and are written out for each path. Every rule lives in the SQL
+//! function, never here, so both paths obey the same ones.
 //!
 //! Every call is bounded by a deadline: TradingView gives up after 3 s, so a
 //! database that does not answer must turn into a quick 503 (which
@@ -23,13 +26,14 @@
 
 use std::time::Duration;
 
+mod rest;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use service_runtime::SecretString;
-use service_runtime::secret::supabase_service_headers;
-use url::Url;
 use uuid::Uuid;
+
+pub use rest::{RestPath, RestPathError};
 
 use crate::signal::{Signal, WebhookToken};
 
@@ -115,7 +119,8 @@ impl IngestCall<'_> {
 pub struct IngestOutcome {
     /// `accepted`, `duplicate`, `unknown_token`, `webhook_disabled`,
     /// `no_ticker`, `invalid_body`, `body_too_large`, `quota_exceeded`,
-    /// `rate_limited`.
+    /// `rate_limited`; in a batch also `error` (the alert raised; see
+    /// [`DbError::Alert`]).
     pub outcome: String,
     pub http_status: u16,
     #[serde(default)]
@@ -128,6 +133,9 @@ pub struct IngestOutcome {
     pub retry_after: Option<i64>,
     #[serde(default)]
     pub message: Option<String>,
+    /// With outcome `error`: the SQLSTATE the alert raised.
+    #[serde(default)]
+    pub sqlstate: Option<String>,
 }
 
 /// Queue figures for `/health`.
@@ -155,6 +163,13 @@ pub enum DbError {
     Query(#[source] tokio_postgres::Error),
     #[error("the answer was not what the database function returns")]
     Decode(#[source] serde_json::Error),
+    /// `ingest_signals` answered a batch with a different number of
+    /// outcomes than it was sent alerts.
+    #[error("ingest_signals answered {got} outcomes for {sent} alerts")]
+    Mismatch { sent: usize, got: usize },
+    /// One alert of a batch raised; the others were decided.
+    #[error("the alert raised SQLSTATE {sqlstate}: {message}")]
+    Alert { sqlstate: String, message: String },
 }
 
 impl DbError {
@@ -169,85 +184,31 @@ impl DbError {
             Self::Status { status, .. } => matches!(status, 502..=504),
             Self::Query(error) => {
                 error.is_closed()
-                    || error.code().is_none_or(|code| {
-                        let code = code.code();
-                        ["08", "53", "57"]
-                            .iter()
-                            .any(|class| code.starts_with(class))
-                            || code == "40001"
-                            || code == "40P01"
-                    })
+                    || error
+                        .code()
+                        .is_none_or(|code| transient_sqlstate(code.code()))
             }
-            Self::Decode(_) => false,
+            Self::Alert { sqlstate, .. } => transient_sqlstate(sqlstate),
+            Self::Decode(_) | Self::Mismatch { .. } => false,
         }
     }
 }
 
-/// PostgREST reached with the service key.
-pub struct RestPath {
-    client: postgrest::Postgrest,
+/// Connection trouble, resources, an operator's intervention, a
+/// serialization failure or a deadlock: a later attempt may succeed.
+fn transient_sqlstate(code: &str) -> bool {
+    ["08", "53", "57"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || code == "40001"
+        || code == "40P01"
 }
 
-impl std::fmt::Debug for RestPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RestPath").finish_non_exhaustive()
-    }
-}
+/// The SQL behind [`Database::pool`]'s batch: the JSON array of alerts as
+/// one `jsonb` parameter.
+const INGEST_BATCH_SQL: &str = "select public.ingest_signals($1::jsonb)";
 
-impl RestPath {
-    pub fn new(supabase_url: &Url, key: &SecretString) -> Self {
-        let base = format!("{}/rest/v1", supabase_url.as_str().trim_end_matches('/'));
-        let mut client = postgrest::Postgrest::new(base);
-        for (name, value) in supabase_service_headers(key) {
-            client = client.insert_header(name, value);
-        }
-        Self { client }
-    }
-
-    async fn rpc(&self, function: &str, args: &Value) -> Result<Value, DbError> {
-        let response = self
-            .client
-            .rpc(function, args.to_string())
-            .execute()
-            .await
-            .map_err(|e| DbError::Http(e.without_url().to_string()))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| DbError::Http(e.without_url().to_string()))?;
-        if !status.is_success() {
-            return Err(DbError::Status {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
-            });
-        }
-        serde_json::from_slice(&body).map_err(DbError::Decode)
-    }
-}
-
-/// The SQL behind [`Database::Pool`]: the JSON of named arguments unpacked
-/// with the names PostgREST would use.
-const INGEST_SQL: &str = "select public.ingest_signal(
-    p_token => a->>'p_token',
-    p_received_at => (a->>'p_received_at')::timestamptz,
-    p_raw_message => a->>'p_raw_message',
-    p_chart_id => a->>'p_chart_id',
-    p_ticker => a->>'p_ticker',
-    p_exchange => a->>'p_exchange',
-    p_symbol => a->>'p_symbol',
-    p_price => (a->>'p_price')::numeric,
-    p_direction => a->>'p_direction',
-    p_signal_type => a->>'p_signal_type',
-    p_interval => a->>'p_interval',
-    p_indicator_name => a->>'p_indicator_name',
-    p_signal_time => (a->>'p_signal_time')::timestamptz,
-    p_reject_code => a->>'p_reject_code',
-    p_reject_message => a->>'p_reject_message',
-    p_delivery_id => (a->>'p_delivery_id')::uuid)
-  from (select $1::jsonb as a) as args";
-
-/// Where `ingest_signal` is called, and how long a call may take.
+/// Where the database calls go, and how long a call may take.
 #[derive(Debug)]
 pub struct Database {
     path: Path,
@@ -275,6 +236,11 @@ impl Database {
         }
     }
 
+    /// How long one call may take.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// `rest` or `pool`, for logs and metric labels.
     pub fn kind(&self) -> &'static str {
         match self.path {
@@ -283,21 +249,31 @@ impl Database {
         }
     }
 
-    /// Calls `public.ingest_signal` once.
-    pub async fn ingest(&self, call: &IngestCall<'_>) -> Result<IngestOutcome, DbError> {
-        let args = call.arguments();
+    /// Calls `public.ingest_signals` once with `alerts` (each an
+    /// [`IngestCall::arguments`] object): one outcome per alert, in order,
+    /// or the error that failed the whole call. An alert that raised is an
+    /// [`DbError::Alert`] of its own; the others stand.
+    pub async fn ingest_batch(
+        &self,
+        alerts: Vec<Value>,
+    ) -> Result<Vec<Result<IngestOutcome, DbError>>, DbError> {
+        let sent = alerts.len();
+        let batch = Value::Array(alerts);
         let value = self
             .bounded(async {
                 match &self.path {
-                    Path::Rest(rest) => rest.rpc("ingest_signal", &args).await,
+                    Path::Rest(rest) => {
+                        rest.rpc("ingest_signals", &json!({ "p_alerts": batch }))
+                            .await
+                    }
                     Path::Pool(pool) => {
                         let client = pool.get().await.map_err(DbError::Pool)?;
                         let statement = client
-                            .prepare_cached(INGEST_SQL)
+                            .prepare_cached(INGEST_BATCH_SQL)
                             .await
                             .map_err(DbError::Query)?;
                         let row = client
-                            .query_one(&statement, &[&args])
+                            .query_one(&statement, &[&batch])
                             .await
                             .map_err(DbError::Query)?;
                         Ok(row.get::<_, Value>(0))
@@ -305,7 +281,27 @@ impl Database {
                 }
             })
             .await?;
-        serde_json::from_value(value).map_err(DbError::Decode)
+        let outcomes: Vec<IngestOutcome> =
+            serde_json::from_value(value).map_err(DbError::Decode)?;
+        if outcomes.len() != sent {
+            return Err(DbError::Mismatch {
+                sent,
+                got: outcomes.len(),
+            });
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| {
+                if outcome.outcome == "error" {
+                    Err(DbError::Alert {
+                        sqlstate: outcome.sqlstate.unwrap_or_default(),
+                        message: outcome.message.unwrap_or_default(),
+                    })
+                } else {
+                    Ok(outcome)
+                }
+            })
+            .collect())
     }
 
     /// Queue length and live capture daemons (`public.capture_queue_status()`);
@@ -387,6 +383,20 @@ fn bytea_literal(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alert_that_raised_is_transient_only_when_a_retry_can_help() {
+        let alert = |sqlstate: &str| DbError::Alert {
+            sqlstate: sqlstate.into(),
+            message: "x".into(),
+        };
+        assert!(alert("40P01").is_transient(), "a deadlock");
+        assert!(alert("40001").is_transient(), "a serialization failure");
+        assert!(alert("57014").is_transient(), "cancelled by an operator");
+        assert!(!alert("22023").is_transient(), "bad input stays bad");
+        assert!(!alert("23514").is_transient(), "a check constraint");
+        assert!(!DbError::Mismatch { sent: 2, got: 1 }.is_transient());
+    }
 
     #[test]
     fn bytea_literals_are_hex_escaped() {

@@ -8,8 +8,13 @@
 //! room they still answer 200 with status `spooling`, so a load balancer
 //! keeps sending alerts, and `/health` reports the spool's depth, size,
 //! oldest entry and replays.
+//!
+//! The database's answer is cached for [`STATUS_TTL`], and one request at a
+//! time asks for a fresh one while the others wait for it (single flight):
+//! probes from every load balancer and orchestrator, or anyone who can
+//! reach the endpoint, cost the database at most one call a second.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -22,6 +27,17 @@ use service_runtime::http::respond;
 use super::{Answered, App};
 use crate::db::QueueStatus;
 use crate::spool_admission::SpoolAdmission;
+
+/// How long the database's answer behind `/health` and `/health/ready` is
+/// reused.
+pub(super) const STATUS_TTL: Duration = Duration::from_secs(1);
+
+/// The last answer of the database path to `capture_queue_status`, and
+/// when it came; `None` when the call failed.
+#[derive(Debug, Default)]
+pub(super) struct StatusCache {
+    last: tokio::sync::Mutex<Option<(Instant, Option<QueueStatus>)>>,
+}
 
 /// `/health/live`.
 pub(super) fn live() -> Answered {
@@ -53,29 +69,38 @@ impl App {
         )
     }
 
-    /// Whether the database path answers and, if not, whether webhooks can
-    /// still be spooled.
+    /// Whether the database path answers (cached, see the module docs) and,
+    /// if not, whether webhooks can still be spooled.
     async fn database_status(&self) -> (Status, Option<QueueStatus>) {
-        let started = Instant::now();
-        let result = self.db.queue_status().await;
-        self.metrics
-            .db_call(self.db.kind(), "capture_queue_status", started);
-        match result {
-            Ok(queue) => (Status::Ok, Some(queue)),
-            Err(error) => {
-                let spooling = self.fallback.as_ref().is_some_and(|fallback| {
-                    let stats = fallback.stats();
-                    stats.bytes < stats.max_bytes
-                });
-                self.db_failed(&error, "health check");
-                let status = if spooling {
-                    Status::Spooling
-                } else {
-                    Status::Unavailable
-                };
-                (status, None)
+        let queue = {
+            // Held across the call: whoever comes meanwhile waits for this
+            // answer instead of asking the database again.
+            let mut last = self.health.last.lock().await;
+            match &*last {
+                Some((at, queue)) if at.elapsed() < STATUS_TTL => queue.clone(),
+                _ => {
+                    let started = Instant::now();
+                    let result = self.db.queue_status().await;
+                    self.metrics
+                        .db_call(self.db.kind(), "capture_queue_status", started);
+                    let queue = result
+                        .map_err(|error| self.db_failed(&error, "health check"))
+                        .ok();
+                    *last = Some((Instant::now(), queue.clone()));
+                    queue
+                }
             }
+        };
+        if queue.is_some() {
+            return (Status::Ok, queue);
         }
+        let spooling = self.fallback.as_ref().is_some_and(SpoolAdmission::has_room);
+        let status = if spooling {
+            Status::Spooling
+        } else {
+            Status::Unavailable
+        };
+        (status, None)
     }
 
     pub(super) fn render_metrics(&self) -> Answered {

@@ -10,6 +10,13 @@
 //! | GET    | `/metrics`                            | Prometheus text                          |
 //! | PUT, DELETE, OPTIONS | `/v1/tradingview-session` | store or forget the trader's sealed TradingView session ([`session`]); 404 when not configured |
 //!
+//! The health and metrics routes are the *admin* routes: with an admin
+//! listener ([`App::with_admin_listener`], `INGEST_ADMIN_LISTEN`) they are
+//! served only there ([`run_admin`]) and the public listener answers them
+//! 404, so the internet never sees queue figures or metrics, and cannot make
+//! `/health` ask the database. Either way the database status behind them
+//! is cached for [`health::STATUS_TTL`] and fetched by one request at a time.
+//!
 //! Each route lives in its own module and answers with the same JSON
 //! helpers and the same [`ApiError`]; this module only picks the route and
 //! records the request's metrics (route, outcome, latency). Outcomes are
@@ -37,27 +44,40 @@ use service_runtime::http::{Drain, Limits, serve_with};
 use tokio::net::TcpListener;
 
 use crate::api::{ApiError, Body};
+use crate::batcher::{BatchSettings, Batcher};
 use crate::db::{Database, DbError};
 use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::spool_admission::SpoolAdmission;
+use crate::tokens::TokenMemory;
 pub use session::SessionEndpoint;
 
-/// Request-level limits and the drain deadline.
+/// Request- and connection-level limits, how webhooks are batched, and the
+/// drain deadline.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
     pub max_body_bytes: u32,
-    /// For the headers, and then again for the body.
+    /// For the headers (a connection that sends nothing is closed after
+    /// it), and then again for the body.
     pub read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept.
+    pub keep_alive: Duration,
     pub max_connections: usize,
     pub grace: Duration,
+    /// Batch size and calls in flight ([`crate::batcher`]).
+    pub batch: BatchSettings,
+    /// With a spool: how long a webhook may wait for its database call
+    /// before it is spooled instead (202).
+    pub queue_budget: Duration,
 }
 
 /// Everything a request needs: the database path, the guard, the metrics.
 #[derive(Debug)]
 pub struct App {
     db: Arc<Database>,
+    batcher: Batcher,
     guard: Guard,
+    tokens: Arc<TokenMemory>,
     metrics: Metrics,
     settings: Settings,
     started: Instant,
@@ -65,30 +85,47 @@ pub struct App {
     session: Option<SessionEndpoint>,
     /// The spool for when the database path is down, when configured.
     fallback: Option<SpoolAdmission>,
+    /// Whether `/health*` and `/metrics` are served on an admin listener of
+    /// their own (and not on the public one).
+    admin_listener: bool,
+    health: health::StatusCache,
 }
 
 impl App {
     pub fn new(
         db: impl Into<Arc<Database>>,
         guard: Guard,
+        tokens: Arc<TokenMemory>,
         metrics: Metrics,
         settings: Settings,
     ) -> Self {
+        let db = db.into();
         Self {
-            db: db.into(),
+            batcher: Batcher::new(Arc::clone(&db), settings.batch, metrics.clone()),
+            db,
             guard,
+            tokens,
             metrics,
             settings,
             started: Instant::now(),
             session: None,
             fallback: None,
+            admin_listener: false,
+            health: health::StatusCache::default(),
         }
     }
 
-    /// Spools webhooks while the database path is down.
+    /// Spools webhooks while the database path is down or saturated.
     #[must_use]
     pub fn with_fallback(mut self, fallback: SpoolAdmission) -> Self {
         self.fallback = Some(fallback);
+        self
+    }
+
+    /// Serves `/health*` and `/metrics` only through [`run_admin`].
+    #[must_use]
+    pub fn with_admin_listener(mut self) -> Self {
+        self.admin_listener = true;
         self
     }
 
@@ -113,6 +150,25 @@ pub async fn run(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> Drain {
+    serve(listener, app, Surface::Public, shutdown).await
+}
+
+/// Serves only `/health*` and `/metrics` on `listener` (the admin listener,
+/// [`App::with_admin_listener`]) until `shutdown` resolves.
+pub async fn run_admin(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> Drain {
+    serve(listener, app, Surface::Admin, shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    surface: Surface,
+    shutdown: impl Future<Output = ()>,
+) -> Drain {
     let settings = app.settings;
     serve_with(
         listener,
@@ -120,17 +176,28 @@ pub async fn run(
             let app = app.clone();
             service_fn(move |request| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(app.handle(request, peer.ip()).await) }
+                async move { Ok::<_, Infallible>(app.handle(request, peer.ip(), surface).await) }
             })
         },
         shutdown,
         settings.grace,
         Limits {
             header_read_timeout: settings.read_timeout,
+            keep_alive_timeout: settings.keep_alive,
             max_connections: settings.max_connections,
         },
     )
     .await
+}
+
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Surface {
+    /// Webhooks and the session endpoint (and the admin routes when there
+    /// is no admin listener).
+    Public,
+    /// `/health*` and `/metrics` only.
+    Admin,
 }
 
 /// Which route a request took, for metrics.
@@ -164,10 +231,15 @@ fn refused(error: ApiError) -> Answered {
 }
 
 impl App {
-    async fn handle(&self, request: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+    async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: IpAddr,
+        surface: Surface,
+    ) -> Response<Body> {
         let started = Instant::now();
         self.metrics.in_flight.inc();
-        let (route, (outcome, response)) = self.route(request, peer).await;
+        let (route, (outcome, response)) = self.route(request, peer, surface).await;
         self.metrics
             .requests
             .with_label_values(&[route.label(), outcome])
@@ -181,9 +253,30 @@ impl App {
     }
 
     /// The route table.
-    async fn route(&self, request: Request<Incoming>, peer: IpAddr) -> (Route, Answered) {
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+        peer: IpAddr,
+        surface: Surface,
+    ) -> (Route, Answered) {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
+        let admin_here = match surface {
+            Surface::Admin => true,
+            Surface::Public => !self.admin_listener,
+        };
+        let admin_route = matches!(
+            path.as_str(),
+            "/health" | "/health/live" | "/health/ready" | "/metrics"
+        );
+        if surface == Surface::Admin && !admin_route || admin_route && !admin_here {
+            return (
+                Route::Other,
+                refused(ApiError::NotFound {
+                    path: path.chars().take(200).collect(),
+                }),
+            );
+        }
         match (&method, path.as_str()) {
             (&Method::POST, p) if webhook::token_segment(p).is_some() => {
                 (Route::Webhook, self.webhook(request, peer).await)
@@ -224,8 +317,8 @@ impl App {
         let kind = match error {
             DbError::Timeout(_) => "timeout",
             DbError::Http(_) | DbError::Pool(_) => "unreachable",
-            DbError::Status { .. } | DbError::Query(_) => "status",
-            DbError::Decode(_) => "decode",
+            DbError::Status { .. } | DbError::Query(_) | DbError::Alert { .. } => "status",
+            DbError::Decode(_) | DbError::Mismatch { .. } => "decode",
         };
         self.metrics
             .upstream_errors

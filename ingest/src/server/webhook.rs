@@ -1,20 +1,24 @@
 //! `POST /webhook/u/{token}` (and `/webhook/{token}`): one TradingView
 //! alert in, one answer out.
 //!
-//! A webhook goes: allowlist and unknown-token throttle (no database work
-//! for strangers) → token shape → body, bounded in size and time (a
-//! declared oversize body is refused before a byte of it is read) → the
-//! pure parser ([`crate::delivery`]) → exactly one `public.ingest_signal`
-//! call, which decides everything else and logs the delivery for the
-//! trader, rejections included → the answer ([`App::answer`] maps the
-//! function's decision onto [`ApiError`] or 200).
+//! A webhook goes: allowlist → token shape → what the edge knows about the
+//! token ([`crate::tokens`]: a token the database recently said is unknown
+//! is answered 404 from memory; one it has not vouched for spends the
+//! guard's budgets, [`crate::guard`]; a known one spends nothing) → body,
+//! bounded in size and time (a declared oversize body is refused before a
+//! byte of it is read) → the pure parser ([`crate::delivery`]) → its alert,
+//! decided by `public.ingest_signals` in a batch with whatever arrived
+//! together ([`crate::batcher`]), which decides everything else and logs the
+//! delivery for the trader, rejections included → the answer
+//! ([`App::answer`] maps the function's decision onto [`ApiError`] or 200).
 //!
-//! With a spool configured ([`crate::spool_admission`]), a call that fails with an
-//! error a retry can fix, or any webhook arriving while older ones wait for
-//! replay, is appended to the spool and answered 202.
+//! With a spool configured ([`crate::spool_admission`]), a call that fails
+//! with an error a retry can fix, an alert that would wait for the database
+//! past its budget (a burst the database cannot take at once), and any
+//! webhook arriving while older ones wait for replay are appended to the
+//! spool and answered 202 within milliseconds.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -27,11 +31,13 @@ use tracing::Instrument as _;
 
 use super::{Answered, App};
 use crate::api::{Accepted, ApiError, Spooled};
+use crate::batcher::BatchError;
 use crate::db::IngestOutcome;
 use crate::delivery::{self, Delivery};
 use crate::guard::Probe;
 use crate::signal::WebhookToken;
 use crate::spool_admission::SpoolAdmission;
+use crate::tokens::{TokenKey, TokenStatus};
 use webhook_spool::SpooledWebhook;
 
 /// The token segment of a webhook path, if the path is one.
@@ -93,13 +99,25 @@ impl App {
         if !self.guard.allows(ip) {
             return Err(ApiError::SourceNotAllowed);
         }
-        let probe = self.guard.admit(ip).map_err(|wait| ApiError::RateLimited {
-            message: "too many requests with unknown webhook tokens from your address".into(),
-            retry_after: wait.as_secs().max(1),
-        })?;
         let Some(token) = token else {
-            probe.unknown_token();
+            self.guard.record_unknown_token(ip);
             return Err(ApiError::UnknownToken);
+        };
+        let key = TokenKey::of(&token);
+        let status = self.tokens.status(key);
+        let probe = match status {
+            TokenStatus::Unknown => {
+                self.guard.record_unknown_token(ip);
+                return Err(ApiError::UnknownToken);
+            }
+            TokenStatus::Known => None,
+            TokenStatus::Unverified => {
+                Some(self.guard.admit(ip).map_err(|wait| ApiError::RateLimited {
+                    message:
+                        "too many requests with unknown webhook tokens from your address".into(),
+                    retry_after: wait.as_secs().max(1),
+                })?)
+            }
         };
         let received_at = Utc::now();
         let chart = chart_value(request.uri().query());
@@ -120,45 +138,99 @@ impl App {
                 delivery::Body::Read,
             ),
         );
+        let spooling = Spooling {
+            delivery: &delivery,
+            chart,
+            ip,
+            known: probe.is_none(),
+        };
+        // Where the spool can take this webhook (a body that was read, and
+        // not refused by the spool yet).
+        let spool = match (&self.fallback, body) {
+            (Some(fallback), Some(body)) => Some((fallback, body)),
+            _ => None,
+        };
+        self.decide(key, &spooling, spool, probe).await
+    }
+
+    /// Gets the webhook decided: spooled behind older ones, or by the
+    /// database in a batch (spooled instead when the database path is
+    /// saturated or fails in a way a retry can fix).
+    async fn decide(
+        &self,
+        key: TokenKey,
+        spooling: &Spooling<'_>,
+        mut spool: Option<(&SpoolAdmission, Bytes)>,
+        probe: Option<Probe<'_>>,
+    ) -> Result<Answer, ApiError> {
         // Behind older webhooks still waiting for replay: keep arrival order.
         // If the spool cannot take this one (full, a stranger's limit, a
         // failed disk), the database may still: order gives way to the alert.
-        let mut spool_refused = false;
-        if let (Some(fallback), Some(body)) = (&self.fallback, &body)
+        if let Some((fallback, body)) = &spool
             && fallback.is_replaying()
         {
-            let spooled = self
-                .spool(
-                    fallback,
-                    &delivery,
-                    chart.clone(),
-                    body.clone(),
-                    ip,
-                    "trying the database",
-                )
-                .await;
-            match spooled {
-                Ok(answer) => return answer,
-                Err(()) => spool_refused = true,
+            match self
+                .spool(fallback, spooling, body.clone(), "trying the database")
+                .await
+            {
+                Ok(answer) => return spent(answer, probe),
+                Err(()) => spool = None,
             }
         }
-        let started = Instant::now();
-        let result = self.db.ingest(&delivery.call()).await;
-        self.metrics
-            .db_call(self.db.kind(), "ingest_signal", started);
+        // A token nobody has vouched for needs a slot of the global budget
+        // for unverified tokens; while it is in use, the spool (within its
+        // own limits for them) or a 503 that TradingView retries.
+        let slot = if probe.is_some() {
+            self.guard.unverified_slot()
+        } else {
+            None
+        };
+        if probe.is_some() && slot.is_none() {
+            if let Some((fallback, body)) = spool
+                && let Ok(answer) = self.spool(fallback, spooling, body, "answered 503").await
+            {
+                return spent(answer, probe);
+            }
+            tracing::warn!("The budget for unverified tokens is in use; answered 503");
+            return Err(ApiError::Unavailable);
+        }
+        let arguments = spooling.delivery.call().arguments();
+        let result = loop {
+            let budget = spool.as_ref().map(|_| self.settings.queue_budget);
+            match self
+                .batcher
+                .submit(key.short(), arguments.clone(), budget)
+                .await
+            {
+                Ok(outcome) => break Ok(outcome),
+                // (A budget, and so this answer, comes only with a spool.)
+                Err(BatchError::Saturated) => {
+                    if let Some((fallback, body)) = spool.take()
+                        && let Ok(answer) = self
+                            .spool(fallback, spooling, body, "waiting for the database")
+                            .await
+                    {
+                        return spent(answer, probe);
+                    }
+                    // Refused by the spool: wait for the database after all,
+                    // without a budget.
+                }
+                Err(BatchError::Db(error)) => break Err(error),
+            }
+        };
+        drop(slot);
         match result {
             Ok(outcome) => {
-                if let Some(fallback) = &self.fallback {
-                    fallback.learn(&delivery.token, &outcome);
-                }
+                self.tokens.learn(key, &outcome.outcome);
                 self.answer(outcome, probe).map(Answer::Stored)
             }
-            Err(error) => match (&self.fallback, body) {
-                (Some(fallback), Some(body)) if error.is_transient() && !spool_refused => {
+            Err(error) => match spool {
+                Some((fallback, body)) if error.is_transient() => {
                     self.db_failed(&error, "spooling");
-                    self.spool(fallback, &delivery, chart, body, ip, "answered 503")
-                        .await
-                        .unwrap_or(Err(ApiError::Unavailable))
+                    match self.spool(fallback, spooling, body, "answered 503").await {
+                        Ok(answer) => spent(answer, probe),
+                        Err(()) => Err(ApiError::Unavailable),
+                    }
                 }
                 _ => {
                     self.db_failed(&error, "answered 503");
@@ -175,21 +247,20 @@ impl App {
     async fn spool(
         &self,
         fallback: &SpoolAdmission,
-        delivery: &Delivery,
-        chart: Option<String>,
+        spooling: &Spooling<'_>,
         body: Bytes,
-        ip: IpAddr,
         then: &'static str,
     ) -> Result<Result<Answer, ApiError>, ()> {
+        let delivery = spooling.delivery;
         let webhook = SpooledWebhook {
             delivery_id: delivery.id,
             token: delivery.token.clone(),
-            chart,
+            chart: spooling.chart.clone(),
             body,
             received_at: delivery.received_at,
-            client_ip: Some(ip),
+            client_ip: Some(spooling.ip),
         };
-        if let Err(refused) = fallback.spool(&webhook).await {
+        if let Err(refused) = fallback.spool(&webhook, spooling.known).await {
             self.metrics
                 .spool_refusals
                 .with_label_values(&[refused.label()])
@@ -204,7 +275,11 @@ impl App {
     }
 
     /// Maps `ingest_signal`'s decision onto the HTTP answer.
-    fn answer(&self, outcome: IngestOutcome, probe: Probe<'_>) -> Result<Accepted, ApiError> {
+    fn answer(
+        &self,
+        outcome: IngestOutcome,
+        probe: Option<Probe<'_>>,
+    ) -> Result<Accepted, ApiError> {
         let message = outcome.message.clone().unwrap_or_default();
         let retry_after = u64::try_from(outcome.retry_after.unwrap_or(1)).unwrap_or(1);
         match outcome.outcome.as_str() {
@@ -224,7 +299,9 @@ impl App {
                 })
             }
             "unknown_token" => {
-                probe.unknown_token();
+                if let Some(probe) = probe {
+                    probe.spend();
+                }
                 Err(ApiError::UnknownToken)
             }
             "webhook_disabled" => Err(ApiError::WebhookDisabled(message)),
@@ -276,6 +353,25 @@ impl App {
 enum BodyError {
     TooLarge,
     Timeout,
+}
+
+/// What spooling a webhook needs besides its body.
+struct Spooling<'a> {
+    delivery: &'a Delivery,
+    /// The raw `?chart=` value, replayed as it came.
+    chart: Option<String>,
+    ip: IpAddr,
+    /// Whether the token is known (an unverified one spools within limits).
+    known: bool,
+}
+
+/// A spooled webhook's answer; spooling an unverified token spends its
+/// address's budget.
+fn spent(answer: Result<Answer, ApiError>, probe: Option<Probe<'_>>) -> Result<Answer, ApiError> {
+    if let Some(probe) = probe {
+        probe.spend();
+    }
+    answer
 }
 
 /// A webhook's good answer.

@@ -16,11 +16,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use cookie_seal::Keyring;
 use ingest::auth::{Verifier, VerifierConfig};
+use ingest::batcher::BatchSettings;
 use ingest::db::{Database, RestPath};
 use ingest::guard::Guard;
 use ingest::metrics::Metrics;
 use ingest::server::{App, SessionEndpoint, Settings};
-use ingest::spool_admission::{DatabaseSink, KnownTokens, SpoolAdmission};
+use ingest::spool_admission::{DatabaseSink, SpoolAdmission};
+use ingest::tokens::TokenMemory;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -58,6 +60,15 @@ pub(crate) struct Options {
     pub(crate) trusted_proxies: Vec<&'static str>,
     pub(crate) allowed: Option<Vec<&'static str>>,
     pub(crate) unknown_token_per_minute: u32,
+    /// Database calls for unverified tokens in flight at once.
+    pub(crate) unverified_in_flight: usize,
+    pub(crate) keep_alive: Duration,
+    pub(crate) batch: BatchSettings,
+    /// With a spool: how long an alert may wait for its call.
+    pub(crate) queue_budget: Duration,
+    /// Serve `/health*` and `/metrics` on a listener of their own
+    /// (`TestApp::admin_addr`).
+    pub(crate) admin_listener: bool,
     /// A spool in a fresh directory, with its replayer running.
     pub(crate) spool: Option<SpoolLimits>,
     /// The session endpoint, sealing with [`keyring`] and verifying the
@@ -77,6 +88,14 @@ impl Options {
             trusted_proxies: vec![],
             allowed: None,
             unknown_token_per_minute: 1_000_000,
+            unverified_in_flight: 64,
+            keep_alive: Duration::from_secs(5),
+            batch: BatchSettings {
+                max_batch: 32,
+                concurrency: 8,
+            },
+            queue_budget: Duration::from_millis(100),
+            admin_listener: false,
             spool: None,
             session: None,
         }
@@ -88,6 +107,10 @@ pub(crate) struct SpoolLimits {
     pub(crate) unverified_per_minute: u32,
     /// The replayer's retry delay after a failure.
     pub(crate) replay_backoff: Duration,
+    /// The spool's directory (and the known tokens' file); a fresh one when
+    /// `None`. A given one outlives the app, so a second app can restart on
+    /// it.
+    pub(crate) dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SpoolLimits {
@@ -96,6 +119,7 @@ impl Default for SpoolLimits {
             max_bytes: 1 << 20,
             unverified_per_minute: 1000,
             replay_backoff: Duration::from_millis(100),
+            dir: None,
         }
     }
 }
@@ -109,6 +133,12 @@ pub(crate) struct SessionOptions {
 /// A running ingest, a client for it, and the stack behind it.
 pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
+    /// With `Options::admin_listener`.
+    pub(crate) admin_addr: Option<SocketAddr>,
+    /// What the app knows about tokens.
+    pub(crate) tokens: Arc<TokenMemory>,
+    /// Where the known tokens are saved at shutdown (the spool directory).
+    tokens_dir: Option<std::path::PathBuf>,
     pub(crate) http: reqwest::Client,
     /// Set with [`Upstream::Switched`].
     pub(crate) switch: Option<Switch>,
@@ -130,7 +160,8 @@ pub(crate) fn rest_at(stack: &Stack, url: &str, deadline: Duration) -> Database 
         RestPath::new(
             &url.parse().expect("a URL"),
             &SecretString::from(stack.service_role_key.clone()),
-        ),
+        )
+        .expect("a client"),
         deadline,
     )
 }
@@ -140,7 +171,7 @@ pub(crate) fn pool_at(url: &str, deadline: Duration) -> Database {
     let pool = pool(
         &url.parse().expect("a Postgres URL"),
         PoolSettings {
-            max_size: 8,
+            max_size: 12,
             timeout: Some(deadline),
         },
     )
@@ -148,43 +179,70 @@ pub(crate) fn pool_at(url: &str, deadline: Duration) -> Database {
     Database::pool(pool, deadline)
 }
 
-pub(crate) async fn spawn_app(options: Options) -> TestApp {
-    let stack = OnceLock::new();
-    let mut switch = None;
-    let db = Arc::new(match options.upstream {
+/// The database path `upstream` names (and its switch).
+async fn database(
+    upstream: Upstream,
+    deadline: Duration,
+    stack: &OnceLock<Stack>,
+) -> (Database, Option<Switch>) {
+    match upstream {
         Upstream::Rest => {
             let stack = stack.get_or_init(Stack::from_env);
-            rest_at(stack, &stack.supabase_url, options.db_timeout)
+            (rest_at(stack, &stack.supabase_url, deadline), None)
         }
-        Upstream::Pool => pool_at(
-            &stack.get_or_init(Stack::from_env).database_url,
-            options.db_timeout,
+        Upstream::Pool => (
+            pool_at(&stack.get_or_init(Stack::from_env).database_url, deadline),
+            None,
         ),
         Upstream::Switched => {
             let stack = stack.get_or_init(Stack::from_env);
             let started = Switch::start(gateway(stack)).await;
-            let db = rest_at(stack, &started.url(), options.db_timeout);
-            switch = Some(started);
-            db
+            let db = rest_at(stack, &started.url(), deadline);
+            (db, Some(started))
         }
-        Upstream::Given(db) => db,
-    });
+        Upstream::Given(db) => (db, None),
+    }
+}
+
+pub(crate) async fn spawn_app(options: Options) -> TestApp {
+    let stack = OnceLock::new();
+    let (db, switch) = database(options.upstream, options.db_timeout, &stack).await;
+    let db = Arc::new(db);
     let nets = |nets: &[&str]| -> Vec<ingest::config::IpNet> {
         nets.iter().map(|n| n.parse().expect("a network")).collect()
     };
+    let mut spool_dir = None;
+    let dir = options.spool.as_ref().map(|limits| {
+        limits.dir.clone().unwrap_or_else(|| {
+            let fresh = tempfile::tempdir().expect("a spool directory");
+            let path = fresh.path().to_owned();
+            spool_dir = Some(fresh);
+            path
+        })
+    });
+    // Loaded the way `main` loads them: from the spool's directory.
+    let tokens = Arc::new(match &dir {
+        Some(dir) => TokenMemory::load(dir).unwrap_or_default(),
+        None => TokenMemory::default(),
+    });
     let mut app = App::new(
         Arc::clone(&db),
         Guard::new(
             options.allowed.as_deref().map(nets),
             nets(&options.trusted_proxies),
             options.unknown_token_per_minute,
+            options.unverified_in_flight,
         ),
+        Arc::clone(&tokens),
         Metrics::new(),
         Settings {
             max_body_bytes: options.max_body_bytes,
             read_timeout: options.read_timeout,
+            keep_alive: options.keep_alive,
             max_connections: options.max_connections,
             grace: options.grace,
+            batch: options.batch,
+            queue_budget: options.queue_budget,
         },
     );
     if let Some(session) = options.session {
@@ -193,22 +251,54 @@ pub(crate) async fn spawn_app(options: Options) -> TestApp {
             &session,
         ));
     }
-    let mut spool_dir = None;
-    if let Some(limits) = options.spool {
-        let dir = tempfile::tempdir().expect("a spool directory");
-        let (fallback, replayer) = spool(&db, dir.path(), &limits);
+    let (stop_replay, replay_stopped) = oneshot::channel::<()>();
+    let mut replaying = None;
+    if let (Some(limits), Some(dir)) = (&options.spool, &dir) {
+        let (fallback, replayer) = spool(&db, dir, limits, &tokens, options.batch.max_batch);
         app = app.with_fallback(fallback);
-        tokio::spawn(async move { replayer.run(std::future::pending()).await });
-        spool_dir = Some(dir);
+        replaying = Some(tokio::spawn(async move {
+            replayer
+                .run(async {
+                    let _ = replay_stopped.await;
+                })
+                .await
+                .expect("the spool works");
+        }));
     }
+    if options.admin_listener {
+        app = app.with_admin_listener();
+    }
+    let app = Arc::new(app);
 
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(ingest::run(listener, Arc::new(app), async {
-        let _ = stopped.await;
-    }));
+    let admin = if options.admin_listener {
+        Some(spawn_admin(&app).await)
+    } else {
+        None
+    };
+    let admin_addr = admin.as_ref().map(|(addr, _)| *addr);
+    let server = tokio::spawn(async move {
+        let drain = ingest::run(listener, app, async {
+            let _ = stopped.await;
+        })
+        .await;
+        // As `main` stops: the admin listener and the replayer after the
+        // drain.
+        if let Some((_, stop_admin)) = admin {
+            let _ = stop_admin.send(());
+        }
+        let _ = stop_replay.send(());
+        if let Some(replaying) = replaying {
+            let _ = replaying.await;
+        }
+        drain
+    });
     TestApp {
+        admin_addr,
+        tokens_dir: options.spool.as_ref().and(dir.clone()),
+        tokens,
         addr,
         http: reqwest::Client::new(),
         switch,
@@ -217,6 +307,21 @@ pub(crate) async fn spawn_app(options: Options) -> TestApp {
         server: Some(server),
         _spool_dir: spool_dir,
     }
+}
+
+/// The admin listener of `app`, and what stops it.
+async fn spawn_admin(app: &Arc<App>) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_addr = listener.local_addr().expect("local addr");
+    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+    tokio::spawn(ingest::server::run_admin(
+        listener,
+        Arc::clone(app),
+        async {
+            let _ = admin_stopped.await;
+        },
+    ));
+    (admin_addr, stop_admin)
 }
 
 fn session_endpoint(stack: &Stack, options: &SessionOptions) -> SessionEndpoint {
@@ -240,12 +345,13 @@ fn spool(
     db: &Arc<Database>,
     dir: &std::path::Path,
     limits: &SpoolLimits,
+    tokens: &Arc<TokenMemory>,
+    max_batch: usize,
 ) -> (SpoolAdmission, Replayer<DatabaseSink>) {
     let (spool, _) = Spool::open(&SpoolConfig::new(dir, limits.max_bytes)).expect("open the spool");
-    let known = Arc::new(KnownTokens::default());
     let replayer = Replayer::new(
         spool.clone(),
-        DatabaseSink::new(Arc::clone(db), Arc::clone(&known)),
+        DatabaseSink::new(Arc::clone(db), Arc::clone(tokens), max_batch),
     )
     .with_backoff(Backoff {
         initial: limits.replay_backoff,
@@ -253,7 +359,6 @@ fn spool(
     });
     let fallback = SpoolAdmission::new(
         spool,
-        known,
         NonZeroU32::new(limits.unverified_per_minute).expect("non-zero"),
         replayer.counters(),
     );
@@ -291,10 +396,15 @@ impl TestApp {
             .send(())
             .expect("server still running");
         let server = self.server.take().expect("not stopped yet");
-        tokio::time::timeout(limit, server)
+        let drain = tokio::time::timeout(limit, server)
             .await
             .expect("server returned within the limit")
-            .expect("server task did not panic")
+            .expect("server task did not panic");
+        // As `main` does when it stops.
+        if let Some(dir) = &self.tokens_dir {
+            self.tokens.save(dir).expect("the known tokens saved");
+        }
+        drain
     }
 
     pub(crate) async fn post(

@@ -5,7 +5,9 @@
 //!
 //! - [`signal_parse`], [`signal_props`]: `Signal::parse`, table-driven and
 //!   property-based; no I/O.
-//! - [`server`]: the HTTP server itself (routing, keep-alive, the drain).
+//! - [`server`]: the HTTP server itself (routing, the admin listener,
+//!   keep-alive, the drain).
+//! - [`connections`]: silent, idle and flooding connections.
 //! - [`webhook`]: every answer of the webhook contract, on both database
 //!   paths where the path matters.
 //! - [`session`]: the TradingView session endpoint, on both paths.
@@ -14,6 +16,7 @@
 //! The stack's settings come from the environment (`scripts/test` exports
 //! them; by hand, `set -a; . .dev/stack.env` after `scripts/dev up`).
 
+mod connections;
 mod helpers;
 mod outage;
 mod server;

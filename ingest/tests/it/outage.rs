@@ -266,6 +266,7 @@ async fn strangers_cannot_fill_the_spool_while_tokens_cannot_be_checked() {
         unverified_per_minute: 2,
         // The replay waits long enough after the outage for the last check.
         replay_backoff: Duration::from_secs(4),
+        dir: None,
     })
     .await;
     let known = app.trader("pro").await;

@@ -20,16 +20,23 @@ use crate::helpers::{Options, TestApp, Upstream, spawn_app};
 
 /// An app whose database path leads nowhere, with the drain deadline `grace`.
 async fn spawn(grace: Duration) -> TestApp {
+    spawn_with(grace, |_| {}).await
+}
+
+/// [`spawn`], with `adjust` applied to the options.
+pub(crate) async fn spawn_with(grace: Duration, adjust: impl FnOnce(&mut Options)) -> TestApp {
     let nowhere = RestPath::new(
         &"http://127.0.0.1:9".parse().expect("url"),
         &SecretString::from("sb_secret_unused"),
-    );
+    )
+    .expect("a client");
     let mut options = Options::on(Upstream::Given(Database::rest(
         nowhere,
         Duration::from_secs(1),
     )));
     options.read_timeout = Duration::from_secs(30);
     options.grace = grace;
+    adjust(&mut options);
     spawn_app(options).await
 }
 
@@ -160,4 +167,50 @@ async fn shutdown_drain_is_bounded_by_the_grace_period() {
 
     assert_eq!(drain, Drain::DeadlineExceeded);
     assert!(started.elapsed() >= grace);
+}
+
+/// With an admin listener, `/health*` and `/metrics` are served there and
+/// nowhere else, and the admin listener serves nothing else.
+#[tokio::test]
+async fn the_admin_routes_are_served_only_on_the_admin_listener() {
+    let app = spawn_with(Duration::from_secs(5), |options| {
+        options.admin_listener = true;
+    })
+    .await;
+    let admin = app.admin_addr.expect("an admin listener");
+    let mut public = Client::connect(app.addr).await;
+    let mut private = Client::connect(admin).await;
+    for path in ["/health", "/health/live", "/health/ready", "/metrics"] {
+        let (status, _, body) = public.send(Method::GET, path).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "{path} on the public listener"
+        );
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    let (status, _, body) = private.send(Method::GET, "/health/live").await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, serde_json::json!({ "status": "ok" }))
+    );
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status(), StatusCode::OK);
+    assert!(
+        metrics
+            .text()
+            .await
+            .expect("text")
+            .contains("ingest_requests_total{outcome=\"not_found\",route=\"other\"} 4")
+    );
+    let (status, _, _) = private
+        .send(Method::POST, "/webhook/u/abcdefghijklmnopqrstuvwxyz0123")
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no webhooks on the admin listener"
+    );
 }

@@ -171,6 +171,22 @@ async fn a_second_process_cannot_open_the_same_directory() {
 }
 
 #[tokio::test]
+async fn an_existing_directory_others_can_reach_is_made_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new().unwrap();
+    let spool_dir = dir.path().join("spool");
+    fs::create_dir(&spool_dir).unwrap();
+    fs::set_permissions(&spool_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let (spool, recovery) = Spool::open(&config(&spool_dir)).unwrap();
+    assert_eq!(recovery.tightened_from, Some(0o755));
+    let mode = fs::metadata(&spool_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    drop(spool);
+    let (_spool, recovery) = Spool::open(&config(&spool_dir)).unwrap();
+    assert_eq!(recovery.tightened_from, None, "already private");
+}
+
+#[tokio::test]
 async fn files_are_private_to_the_owner() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = TempDir::new().unwrap();

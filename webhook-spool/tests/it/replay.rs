@@ -13,17 +13,36 @@ use webhook_spool::{
 
 use crate::{append_range, body_number, config, numbers, open, webhook};
 
-/// A sink that records what it was given and answers from a script.
-#[derive(Default)]
+/// A sink that records what it was given and answers from a script, taking
+/// up to `max_batch` records a call and stopping at its first failure.
 struct Recorder {
     seen: Mutex<Vec<(u64, SpooledWebhook, tokio::time::Instant)>>,
+    /// The size of each call.
+    calls: Mutex<Vec<usize>>,
     /// Records with this number fail transiently while `failing` is set.
     fail_number: AtomicU64,
     failing: AtomicBool,
+    max_batch: usize,
 }
 
-impl ReplaySink for Recorder {
-    async fn ingest(&self, webhook: &SpooledWebhook) -> Result<ReplayOutcome, Transient> {
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::batching(1)
+    }
+}
+
+impl Recorder {
+    fn batching(max_batch: usize) -> Self {
+        Self {
+            seen: Mutex::default(),
+            calls: Mutex::default(),
+            fail_number: AtomicU64::default(),
+            failing: AtomicBool::default(),
+            max_batch,
+        }
+    }
+
+    fn answer(&self, webhook: &SpooledWebhook) -> Result<ReplayOutcome, Transient> {
         let n = body_number(webhook);
         self.seen
             .lock()
@@ -40,12 +59,37 @@ impl ReplaySink for Recorder {
     }
 }
 
+impl ReplaySink for Recorder {
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    async fn ingest(&self, webhooks: &[SpooledWebhook]) -> Vec<Result<ReplayOutcome, Transient>> {
+        assert!(webhooks.len() <= self.max_batch, "at most max_batch a call");
+        self.calls.lock().unwrap().push(webhooks.len());
+        let mut results = Vec::new();
+        for webhook in webhooks {
+            let result = self.answer(webhook);
+            let failed = result.is_err();
+            results.push(result);
+            if failed {
+                break;
+            }
+        }
+        results
+    }
+}
+
 /// A [`Recorder`] the test keeps looking at while the replayer owns the sink.
 struct Shared(Arc<Recorder>);
 
 impl ReplaySink for Shared {
-    async fn ingest(&self, webhook: &SpooledWebhook) -> Result<ReplayOutcome, Transient> {
-        self.0.ingest(webhook).await
+    fn max_batch(&self) -> usize {
+        self.0.max_batch()
+    }
+
+    async fn ingest(&self, webhooks: &[SpooledWebhook]) -> Vec<Result<ReplayOutcome, Transient>> {
+        self.0.ingest(webhooks).await
     }
 }
 
@@ -208,4 +252,66 @@ async fn the_replayer_wakes_up_for_new_records() {
     stop.notify_one();
     task.await.unwrap().unwrap();
     assert_eq!(spool.stats().entries, 0);
+}
+
+#[tokio::test]
+async fn batches_keep_arrival_order_and_a_failure_inside_one_acks_what_came_before() {
+    let dir = TempDir::new().unwrap();
+    let spool = open(&config(dir.path()));
+    append_range(&spool, 0..10).await;
+    let sink = Arc::new(Recorder::batching(4));
+    sink.fail_number.store(6, Ordering::SeqCst);
+    sink.failing.store(true, Ordering::SeqCst);
+    let replayer = Arc::new(
+        Replayer::new(spool.clone(), Shared(Arc::clone(&sink))).with_backoff(Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(20),
+        }),
+    );
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let task = {
+        let (replayer, stop) = (Arc::clone(&replayer), Arc::clone(&stop));
+        tokio::spawn(async move { replayer.run(stop.notified()).await })
+    };
+    eventually("record 6 failed twice", || {
+        replayer.counters().snapshot().transient_failures >= 2
+    })
+    .await;
+    // 0-3 in the first batch; 4 and 5 of the second were answered before 6
+    // failed: acknowledged, while 6 and everything after it wait.
+    assert_eq!(spool.stats().entries, 4);
+    assert_eq!(
+        spool.stats().oldest_received_at,
+        Some(webhook(6).received_at)
+    );
+    sink.failing.store(false, Ordering::SeqCst);
+    eventually("the spool is empty", || spool.stats().entries == 0).await;
+    stop.notify_one();
+    task.await.unwrap().unwrap();
+
+    let calls = sink.calls.lock().unwrap().clone();
+    assert_eq!(calls[..2], [4, 4], "full batches while records wait");
+    // The retries start at the failed record: 6 and 7 (the rest of that
+    // batch) until it passes, then 8 and 9.
+    assert!(
+        calls.len() >= 4 && calls[2..].iter().all(|&n| n == 2),
+        "{calls:?}"
+    );
+    let mut answered: Vec<u64> = Vec::new();
+    for (n, _, _) in sink.seen.lock().unwrap().iter() {
+        if answered.last() != Some(n) {
+            answered.push(*n);
+        }
+    }
+    assert_eq!(
+        answered,
+        (0..10).collect::<Vec<_>>(),
+        "in arrival order, nothing overtaking the failed record"
+    );
+    assert_eq!(
+        replayer.counters().snapshot().accepted
+            + replayer.counters().snapshot().duplicate
+            + replayer.counters().snapshot().rejected,
+        10
+    );
 }

@@ -1,0 +1,260 @@
+//! The batcher: webhooks that arrive together reach the database in one
+//! `public.ingest_signals` call.
+//!
+//! Why: at bar close thousands of alerts arrive within a second. One call
+//! per alert pays, per alert, a round trip, PostgREST's request and
+//! transaction setup and a commit's WAL flush; a batch pays them once and
+//! the function still decides every alert by the same rules, in order, with
+//! its own outcome (`sql/20_ingest_signal.sql`).
+//!
+//! How, without adding latency: a webhook's call goes at once when one of
+//! the `concurrency` call slots is free, alone if nothing else waits. Only
+//! while every slot is busy do alerts queue; when a call comes back, the
+//! next one takes up to `max_batch` of them. So a lone alert never waits for
+//! company (there is no timer), and under a burst the batches grow to what
+//! the database can take. The wait in the queue is the only linger, and it
+//! is bounded: a caller that gives a budget ([`Batcher::submit`]) gets
+//! [`BatchError::Saturated`] when its alert waited that long, or when the
+//! queue is already so long that it would, and the alert is withdrawn
+//! (nothing was sent for it): the edge then spools it and answers 202
+//! instead of letting TradingView's 3 s run out.
+//!
+//! One trader's alerts are never in two calls at once: an alert whose
+//! token has an alert in a call in flight waits for that call, and a batch
+//! takes alerts in arrival order, so each trader's alerts are decided in the
+//! order they arrived here (the quota admits the first ones), while other
+//! traders' alerts go ahead.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::db::{Database, DbError, IngestOutcome};
+use crate::metrics::Metrics;
+
+/// How calls are made.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchSettings {
+    /// Most alerts in one call (1 turns batching off).
+    pub max_batch: usize,
+    /// Calls in flight at once.
+    pub concurrency: usize,
+}
+
+/// Why an alert got no outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The alert waited for a call longer than its budget (or would have):
+    /// it was withdrawn, nothing was sent for it.
+    #[error("the database path is saturated")]
+    Saturated,
+    /// The call failed, or this alert raised in it.
+    #[error(transparent)]
+    Db(Arc<DbError>),
+}
+
+/// Batches alerts into `ingest_signals` calls; cheap to share.
+#[derive(Clone, Debug)]
+pub struct Batcher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Arc<Database>,
+    settings: BatchSettings,
+    metrics: Metrics,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Waiting>,
+    /// Tokens (by key) with an alert in a call in flight.
+    busy: HashSet<u64>,
+    in_flight: usize,
+    next_id: u64,
+}
+
+/// The answer a waiting alert gets.
+type Reply = Result<IngestOutcome, Arc<DbError>>;
+
+#[derive(Debug)]
+struct Waiting {
+    id: u64,
+    key: u64,
+    args: Value,
+    reply: oneshot::Sender<Reply>,
+}
+
+impl Batcher {
+    pub fn new(db: Arc<Database>, settings: BatchSettings, metrics: Metrics) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                settings: BatchSettings {
+                    max_batch: settings.max_batch.max(1),
+                    concurrency: settings.concurrency.max(1),
+                },
+                metrics,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// Decides one alert (`args`, an [`crate::db::IngestCall::arguments`]
+    /// object) in a batch with whatever else waits. `key` names its token
+    /// (alerts with one key are never in two calls at once).
+    ///
+    /// With a `budget`, an alert that has not gone to the database within it
+    /// (or that finds the queue longer than a round of calls takes) comes
+    /// back as [`BatchError::Saturated`], withdrawn. Without one it waits
+    /// for its call. Either way the answer comes within the database
+    /// deadline counted from now: past it the caller gets a timeout (a call
+    /// still in flight may yet commit, which the delivery id makes safe to
+    /// replay).
+    pub async fn submit(
+        &self,
+        key: u64,
+        args: Value,
+        budget: Option<Duration>,
+    ) -> Result<IngestOutcome, BatchError> {
+        let enqueued = Instant::now();
+        let deadline = self.inner.db.deadline();
+        let (reply, mut answer) = oneshot::channel();
+        let id = {
+            let mut state = self.inner.lock();
+            if budget.is_some() && state.queue.len() >= self.inner.max_queued() {
+                self.inner.metrics.db_saturated.inc();
+                return Err(BatchError::Saturated);
+            }
+            let id = state.next_id;
+            state.next_id += 1;
+            state.queue.push_back(Waiting {
+                id,
+                key,
+                args,
+                reply,
+            });
+            self.inner.dispatch(&mut state);
+            id
+        };
+        if let Some(budget) = budget.filter(|b| *b < deadline) {
+            match tokio::time::timeout(budget, &mut answer).await {
+                Ok(answered) => return flatten(answered),
+                Err(_) if self.inner.withdraw(id) => {
+                    self.inner.metrics.db_saturated.inc();
+                    return Err(BatchError::Saturated);
+                }
+                // Already in a call: wait for its answer.
+                Err(_) => {}
+            }
+        }
+        if let Ok(answered) = tokio::time::timeout_at((enqueued + deadline).into(), answer).await {
+            flatten(answered)
+        } else {
+            self.inner.withdraw(id);
+            Err(BatchError::Db(Arc::new(DbError::Timeout(deadline))))
+        }
+    }
+
+    /// Alerts waiting for a call slot right now.
+    pub fn queued(&self) -> usize {
+        self.inner.lock().queue.len()
+    }
+}
+
+/// The reply, or a timeout if the call's task ended without one.
+fn flatten(
+    answered: Result<Reply, oneshot::error::RecvError>,
+) -> Result<IngestOutcome, BatchError> {
+    match answered {
+        Ok(reply) => reply.map_err(BatchError::Db),
+        Err(_) => Err(BatchError::Db(Arc::new(DbError::Timeout(Duration::ZERO)))),
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every change to the state is a few plain assignments; a panic
+        // cannot leave it half-done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// More queued alerts than this would wait longer than a round of
+    /// calls: a new one is saturated at once.
+    fn max_queued(&self) -> usize {
+        self.settings.concurrency * self.settings.max_batch * 2
+    }
+
+    /// Takes alert `id` out of the queue if no call has taken it yet.
+    fn withdraw(&self, id: u64) -> bool {
+        let mut state = self.lock();
+        match state.queue.iter().position(|w| w.id == id) {
+            Some(at) => {
+                state.queue.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts calls while slots are free and alerts wait.
+    fn dispatch(self: &Arc<Self>, state: &mut State) {
+        while state.in_flight < self.settings.concurrency && !state.queue.is_empty() {
+            let mut batch = Vec::new();
+            let mut at = 0;
+            while at < state.queue.len() && batch.len() < self.settings.max_batch {
+                if state.busy.contains(&state.queue[at].key) {
+                    at += 1;
+                } else if let Some(waiting) = state.queue.remove(at) {
+                    batch.push(waiting);
+                }
+            }
+            if batch.is_empty() {
+                // Everything waiting belongs to tokens in flight.
+                return;
+            }
+            state.busy.extend(batch.iter().map(|w| w.key));
+            state.in_flight += 1;
+            let inner = Arc::clone(self);
+            tokio::spawn(async move { inner.call(batch).await });
+        }
+    }
+
+    async fn call(self: Arc<Self>, mut batch: Vec<Waiting>) {
+        let args = batch.iter_mut().map(|w| w.args.take()).collect();
+        let started = Instant::now();
+        let result = self.db.ingest_batch(args).await;
+        self.metrics
+            .db_call(self.db.kind(), "ingest_signals", started);
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a batch holds at most a few dozen alerts"
+        )]
+        self.metrics.db_batch_size.observe(batch.len() as f64);
+        let mut state = self.lock();
+        for w in &batch {
+            state.busy.remove(&w.key);
+        }
+        state.in_flight -= 1;
+        self.dispatch(&mut state);
+        drop(state);
+        match result {
+            Ok(outcomes) => {
+                for (waiting, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = waiting.reply.send(outcome.map_err(Arc::new));
+                }
+            }
+            Err(error) => {
+                let error = Arc::new(error);
+                for waiting in batch {
+                    let _ = waiting.reply.send(Err(Arc::clone(&error)));
+                }
+            }
+        }
+    }
+}
