@@ -157,9 +157,13 @@ impl Guard {
     }
 
     /// A slot for one database call on an unverified token, held until the
-    /// permit is dropped; `None` when the global budget is in use.
-    pub fn unverified_slot(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.unverified).try_acquire_owned().ok()
+    /// permit is dropped; `None` when the global budget stayed in use for
+    /// `wait` (callers wait in arrival order).
+    pub async fn unverified_slot(&self, wait: Duration) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout(wait, Arc::clone(&self.unverified).acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     /// Lets an unverified token from `ip` through, or says how long to
@@ -471,13 +475,24 @@ mod tests {
         assert!(guard.buckets.lock().expect("lock").is_empty());
     }
 
-    #[test]
-    fn the_global_budget_for_unverified_tokens_is_a_number_of_calls_at_once() {
+    #[tokio::test]
+    async fn the_global_budget_for_unverified_tokens_is_a_number_of_calls_at_once() {
         let guard = guard(None, vec![], 1);
-        let slots: Vec<_> = (0..10).filter_map(|_| guard.unverified_slot()).collect();
+        let wait = Duration::from_millis(20);
+        let mut slots = Vec::new();
+        for _ in 0..10 {
+            if let Some(slot) = guard.unverified_slot(wait).await {
+                slots.push(slot);
+            }
+        }
         assert_eq!(slots.len(), 4);
-        drop(slots);
-        assert!(guard.unverified_slot().is_some(), "given back when done");
+        let released = slots.pop();
+        let waiting = guard.unverified_slot(Duration::from_secs(5));
+        let (slot, ()) = tokio::join!(waiting, async move {
+            tokio::time::sleep(wait).await;
+            drop(released);
+        });
+        assert!(slot.is_some(), "a waiting call gets the slot given back");
     }
 
     #[test]

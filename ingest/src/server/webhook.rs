@@ -178,10 +178,16 @@ impl App {
             }
         }
         // A token nobody has vouched for needs a slot of the global budget
-        // for unverified tokens; while it is in use, the spool (within its
-        // own limits for them) or a 503 that TradingView retries.
+        // for unverified tokens; while it stays in use, the spool (within
+        // its own limits for them) or a 503 that TradingView retries.
+        // (It waits for a slot as long as it could wait for its call.)
         let slot = if probe.is_some() {
-            self.guard.unverified_slot()
+            let wait = if spool.is_some() {
+                self.settings.queue_budget
+            } else {
+                self.db.deadline()
+            };
+            self.guard.unverified_slot(wait).await
         } else {
             None
         };

@@ -12,6 +12,8 @@
 //!   paths where the path matters.
 //! - [`session`]: the TradingView session endpoint, on both paths.
 //! - [`outage`]: the database path down: the spool, its replay, `kill -9`.
+//! - [`traffic`]: TradingView's shared addresses, strangers' bad tokens,
+//!   bursts, the known tokens across a restart.
 //!
 //! The stack's settings come from the environment (`scripts/test` exports
 //! them; by hand, `set -a; . .dev/stack.env` after `scripts/dev up`).
@@ -24,4 +26,5 @@ mod session;
 mod signal_parse;
 mod signal_props;
 mod switch;
+mod traffic;
 mod webhook;
