@@ -7,24 +7,33 @@
 //!   networks, secrets that never print); the Supabase, logging and seal-key
 //!   settings are `service-runtime`'s, flattened in.
 //! - [`server`]: [`server::run`] takes a bound listener, an [`server::App`]
-//!   (database path, guard, metrics) and a shutdown future, and serves HTTP
-//!   until the future resolves, then drains within a grace period. Its
-//!   `mod.rs` holds the route table; each route is a module of its own:
-//!   `server::webhook` (the alert), [`server::session`] (the trader's
-//!   TradingView session) and `server::health` (health and metrics).
+//!   (database path, batcher, guard, token memory, metrics) and a shutdown
+//!   future, and serves HTTP until the future resolves, then drains within a
+//!   grace period; [`server::run_admin`] serves only the health routes and
+//!   `/metrics` on the admin listener. Its `mod.rs` holds the route table;
+//!   each route is a module of its own: `server::webhook` (the alert),
+//!   [`server::session`] (the trader's TradingView session) and
+//!   `server::health` (health and metrics, the cached database status).
 //! - [`signal`]: the pure parser. [`signal::Signal::parse`] turns a webhook
 //!   body (JSON, labelled lines, TradingView's default messages, free text)
 //!   into a typed [`signal::Signal`] or a [`signal::ParseError`] that tells
 //!   the trader what to send. No I/O; fuzzed and property-tested.
 //! - [`db`]: every database call, each bounded by a deadline, through
-//!   PostgREST or a direct Postgres pool with the same arguments and
-//!   answers: `public.ingest_signal` (one per webhook),
-//!   `capture_queue_status` (`/health`), `set_tradingview_session` (the
-//!   session endpoint).
+//!   PostgREST (`db/rest.rs`, the workspace's reqwest) or a direct Postgres
+//!   pool with the same arguments and answers: `public.ingest_signals` (a
+//!   batch of webhooks), `capture_queue_status` (`/health`),
+//!   `set_tradingview_session` (the session endpoint).
+//! - [`batcher`]: webhooks that arrive together go to the database in one
+//!   `ingest_signals` call; a bounded number of calls in flight, one
+//!   token's alerts never in two at once, and "saturated" when an alert
+//!   would wait past its budget (then the edge spools it).
 //! - [`auth`]: the trader's Supabase access token verified (HS256 with the
 //!   JWT secret, or the project's JWKS, cached), for the session endpoint.
 //! - [`guard`]: the client's address (trusted proxies only), the source
-//!   allowlist and the per-address unknown-token throttle.
+//!   allowlist, the per-address budget for unverified tokens (never for
+//!   TradingView's addresses) and the global one.
+//! - [`tokens`]: the tokens the database accepted (hashed, kept across
+//!   restarts beside the spool) and the negative cache of unknown ones.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`delivery`]: one webhook as `ingest_signal` takes it, built the same
 //!   way when answered live and when replayed from the spool.
@@ -36,7 +45,8 @@
 //!
 //! The data flow: request → `server` (route table, then the route: guard,
 //! body limits) → `signal` turns the body into a `Signal` or a rejection →
-//! `db` makes the one call → `api` renders the outcome. The accept loop,
+//! `batcher` gets it decided by one `db` call with whatever arrived
+//! together → `api` renders the outcome. The accept loop,
 //! graceful drain and JSON answers are shared with the capture daemon and
 //! live in [`service_runtime::http`].
 //!
