@@ -52,13 +52,26 @@ impl DatabaseSink {
 }
 
 impl ReplaySink for DatabaseSink {
-    async fn ingest(&self, webhook: &SpooledWebhook) -> Result<ReplayOutcome, Transient> {
-        let outcome = self.call(webhook).await.map_err(Transient::new)?;
-        Ok(match outcome.as_str() {
-            "accepted" => ReplayOutcome::Accepted,
-            "duplicate" => ReplayOutcome::Duplicate,
-            _ => ReplayOutcome::Rejected,
-        })
+    // One webhook per call (the trait's default batch of one).
+    async fn ingest(&self, webhooks: &[SpooledWebhook]) -> Vec<Result<ReplayOutcome, Transient>> {
+        let mut results = Vec::with_capacity(webhooks.len());
+        for webhook in webhooks {
+            let result = self
+                .call(webhook)
+                .await
+                .map_err(Transient::new)
+                .map(|outcome| match outcome.as_str() {
+                    "accepted" => ReplayOutcome::Accepted,
+                    "duplicate" => ReplayOutcome::Duplicate,
+                    _ => ReplayOutcome::Rejected,
+                });
+            let stop = result.is_err();
+            results.push(result);
+            if stop {
+                break;
+            }
+        }
+        results
     }
 }
 
