@@ -3,7 +3,8 @@
 //! gives it Supabase's URL layout. `scripts/test` starts a throwaway stack and exports its
 //! `stack.env`; to run tests by hand against `scripts/dev up`, export `.dev/stack.env` first
 //! (`set -a; . .dev/stack.env`). The end-to-end suite (`tests/it`) and the integration tests of
-//! ingest and capture depend on it; it depends on none of them, so any crate may use it.
+//! ingest and capture depend on it; it depends on none of them (of ours, only on `postgres-tls`, so
+//! it connects with the TLS the stack's URLs ask for), so any crate may use it.
 //!
 //! Layout:
 //! - [`Stack`] reads the stack's settings from the environment once.
@@ -22,7 +23,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 /// The running stack's settings, from the variables `scripts/dev` writes to `stack.env`.
@@ -168,10 +169,14 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// A session on `url`, over the TLS its `sslmode` asks for (the stack's URLs say `verify-full`).
 pub async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to the stack's Postgres: {e}"));
+    let (client, connection) = postgres_tls::connect(url).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot connect to the stack's Postgres: {}",
+            std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string)
+        )
+    });
     tokio::spawn(connection);
     client
 }
