@@ -10,10 +10,13 @@
 //!   paths where the path matters.
 //! - [`session`]: the TradingView session endpoint, on both paths.
 //! - [`outage`]: the database path down: the spool, its replay, `kill -9`.
+//! - [`database_tls`]: the direct pool refuses a certificate for another
+//!   name under `verify-full`.
 //!
 //! The stack's settings come from the environment (`scripts/test` exports
 //! them; by hand, `set -a; . .dev/stack.env` after `scripts/dev up`).
 
+mod database_tls;
 mod helpers;
 mod outage;
 mod server;

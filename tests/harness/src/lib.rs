@@ -14,6 +14,8 @@
 //!   [`Stack::rest`] calls PostgREST through the gateway as a browser would.
 //! - [`TestDb`] clones the migrated template database for tests that need a database to themselves
 //!   (the capture queue is global by design) and drops it afterwards.
+//! - [`tls::WrongNameProxy`] stands in for the stack's Postgres with a certificate for another
+//!   name, so tests can show who refuses it (`verify-full`) and who does not.
 
 #![expect(
     clippy::missing_panics_doc,
@@ -25,6 +27,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tokio_postgres::Client;
 use uuid::Uuid;
+
+pub mod tls;
 
 /// The running stack's settings, from the variables `scripts/dev` writes to `stack.env`.
 #[derive(Debug, Clone)]
@@ -40,6 +44,8 @@ pub struct Stack {
     pub postgres_url: String,
     /// The migrated database that [`TestDb`] clones.
     pub template_database: String,
+    /// The stack's CA certificate (its URLs say `sslmode=verify-full` with it).
+    pub ca_cert: String,
     http: reqwest::Client,
 }
 
@@ -74,6 +80,7 @@ impl Stack {
             database_url: env("DATABASE_URL"),
             postgres_url: env("POSTGRES_URL"),
             template_database: env("TEST_TEMPLATE_DATABASE"),
+            ca_cert: env("STACK_CA_CERT"),
             http: reqwest::Client::new(),
         }
     }
