@@ -99,6 +99,7 @@ impl Stack {
     pub fn jwt_for(&self, trader: &Trader) -> String {
         self.mint(&json!({
             "sub": trader.id,
+            "iss": format!("{}/auth/v1", self.supabase_url),
             "role": "authenticated",
             "aud": "authenticated",
             "exp": now_secs() + 3600,
