@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use service_runtime::http::Drain;
+use service_runtime::postgres::ConnectConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -39,12 +40,12 @@ pub struct Outcome {
 }
 
 /// Runs the daemon: serves health on `health`, listens for wake-ups on a
-/// dedicated session to `listen_url`, and works the queue until `shutdown`
+/// dedicated session made as `database` says, and works the queue until `shutdown`
 /// resolves or, in [`Mode::Drain`], until there is no work left.
 pub async fn run(
     health: TcpListener,
     worker: Arc<Worker>,
-    listen_url: String,
+    database: ConnectConfig,
     mode: Mode,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -69,7 +70,7 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     let stop_listening = CancellationToken::new();
     let listener = tokio::spawn(crate::listener::listen(
-        listen_url,
+        database,
         Arc::clone(&wake),
         stop_listening.clone(),
     ));

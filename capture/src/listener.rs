@@ -1,6 +1,7 @@
 //! The LISTEN session: wakes the worker when ingest enqueues a job.
 //!
-//! One dedicated `tokio_postgres::connect` session, never a pooled one:
+//! One dedicated session, never a pooled one (made with the same URL and
+//! TLS settings as the pool, [`service_runtime::postgres::connect_config`]):
 //! deadpool's connections swallow notifications, and a transaction-mode
 //! pooler (Supavisor port 6543, `PgBouncer` in transaction mode) hands each
 //! statement to a different backend, so LISTEN there hears nothing. Use a
@@ -19,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::poll_fn;
+use service_runtime::postgres::ConnectConfig;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 /// The channel `private.wake_capture_daemon()` notifies.
@@ -32,11 +34,11 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Keeps a LISTEN session open until `cancel`, waking `wake` on every
 /// notification and after every (re)connect.
-pub async fn listen(database_url: String, wake: Arc<Notify>, cancel: CancellationToken) {
+pub async fn listen(database: ConnectConfig, wake: Arc<Notify>, cancel: CancellationToken) {
     let mut backoff = BACKOFF_START;
     while !cancel.is_cancelled() {
         let mut listened = false;
-        match session(&database_url, &wake, &cancel, &mut listened).await {
+        match session(&database, &wake, &cancel, &mut listened).await {
             Ok(()) => return,
             Err(error) => {
                 if listened {
@@ -64,12 +66,12 @@ enum SessionError {
 
 /// One session: connect, LISTEN, relay notifications. `Ok` only on cancel.
 async fn session(
-    database_url: &str,
+    database: &ConnectConfig,
     wake: &Notify,
     cancel: &CancellationToken,
     listened: &mut bool,
 ) -> Result<(), SessionError> {
-    let (client, mut connection) = tokio_postgres::connect(database_url, NoTls).await?;
+    let (client, mut connection) = database.connect().await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         loop {

@@ -22,10 +22,11 @@ async fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("Invalid configuration")?;
     let keys = commands::seal_keys(&config);
-    let pool = commands::pool(&config)?;
+    let database = commands::database(&config)?;
+    let pool = commands::pool(&config, &database)?;
 
     match config.command {
-        None => serve::run(&config, pool, keys).await,
+        None => serve::run(&config, database, pool, keys).await,
         Some(Command::SetSession { user_id }) => {
             set_session::run(&pool, keys.as_deref(), user_id, std::io::stdin().lock()).await
         }

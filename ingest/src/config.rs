@@ -199,6 +199,11 @@ pub struct SessionSettings {
     #[arg(long, env = "SUPABASE_JWT_AUDIENCE", default_value = "authenticated")]
     pub jwt_audience: String,
 
+    /// The `iss` every access token must carry. Default:
+    /// `{SUPABASE_URL}/auth/v1`, as Supabase Auth writes it.
+    #[arg(long, env = "SUPABASE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
     /// The dashboard's origin (`https://app.example.com`), allowed by CORS
     /// to call the session endpoint from the browser.
     #[arg(long, env = "DASHBOARD_ORIGIN")]
@@ -285,16 +290,22 @@ impl Config {
 impl Config {
     /// The JWKS URL: the configured one, else the project's standard one.
     pub fn jwks_url(&self) -> Option<Url> {
-        self.session.supabase_jwks_url.clone().or_else(|| {
-            let base = self
-                .supabase
-                .url
-                .as_ref()?
-                .as_str()
-                .trim_end_matches('/')
-                .to_owned();
-            Url::parse(&format!("{base}/auth/v1/.well-known/jwks.json")).ok()
-        })
+        self.session
+            .supabase_jwks_url
+            .clone()
+            .or_else(|| Url::parse(&format!("{}/.well-known/jwks.json", self.auth_base()?)).ok())
+    }
+
+    /// The issuer access tokens must name: the configured one, else the
+    /// project's Auth (`{SUPABASE_URL}/auth/v1`).
+    pub fn jwt_issuer(&self) -> Option<String> {
+        self.session.jwt_issuer.clone().or_else(|| self.auth_base())
+    }
+
+    /// `{SUPABASE_URL}/auth/v1`, without a trailing slash.
+    fn auth_base(&self) -> Option<String> {
+        let base = self.supabase.url.as_ref()?.as_str().trim_end_matches('/');
+        Some(format!("{base}/auth/v1"))
     }
 }
 

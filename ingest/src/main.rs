@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use http::HeaderValue;
 use ingest::Config;
-use ingest::auth::{Verifier, VerifierConfig};
+use ingest::auth::{JWKS_MIN_REFETCH, JWKS_TTL, Verifier, VerifierConfig};
 use ingest::batcher::BatchSettings;
 use ingest::db::{Database, RestPath};
 use ingest::guard::Guard;
@@ -303,6 +303,13 @@ fn session_endpoint(config: &Config) -> anyhow::Result<Option<SessionEndpoint>> 
         );
         return Ok(None);
     }
+    let Some(issuer) = config.jwt_issuer() else {
+        tracing::warn!(
+            "COOKIE_SEAL_KEYS is set but no token issuer is known (set SUPABASE_URL or \
+             SUPABASE_JWT_ISSUER): the TradingView session endpoint is off"
+        );
+        return Ok(None);
+    };
     let cors_origin = settings
         .dashboard_origin
         .as_ref()
@@ -313,6 +320,9 @@ fn session_endpoint(config: &Config) -> anyhow::Result<Option<SessionEndpoint>> 
         jwks_url,
         jwt_secret: settings.supabase_jwt_secret.clone(),
         audience: settings.jwt_audience.clone(),
+        issuer,
+        jwks_ttl: JWKS_TTL,
+        jwks_min_refetch: JWKS_MIN_REFETCH,
     })
     .context("Failed to build the JWKS client")?;
     Ok(Some(SessionEndpoint::new(

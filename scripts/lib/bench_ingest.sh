@@ -21,7 +21,7 @@ bench_ingest() {
   command -v oha >/dev/null || [[ -x "$HOME/.cargo/bin/oha" ]] || { echo "== installing oha (cargo install oha --locked)"; cargo install -q oha --locked; }
   local oha; oha=$(command -v oha || echo "$HOME/.cargo/bin/oha")
   echo "== building ingest (release)"
-  cargo build -q --release -p ingest
+  cargo build --locked -q --release -p ingest
   work=$(mktemp -d)
   BENCH_PIDS=()
   # Every accepted bench alert queues a capture: the stack's capture daemon would render tens of

@@ -28,8 +28,8 @@ capture_start() {
     return 0
   fi
   require_free_port "$CAPTURE_HEALTH_PORT" "capture health"
-  info "capture: building (cargo build -p capture)"
-  (cd "$REPO_ROOT" && cargo build -q -p capture) || die "cargo build -p capture failed"
+  info "capture: building (cargo build --locked -p capture)"
+  (cd "$REPO_ROOT" && cargo build --locked -q -p capture) || die "cargo build -p capture failed"
   capture_ensure_key
   mkdir -p "$SCREENSHOT_DIR"
   info "capture: starting ($CAPTURE_HEALTH_URL, screenshots in $SCREENSHOT_DIR)"

@@ -202,6 +202,11 @@ images_smoke_ingest() {
 # signal ingest stored into its fs storage, a volume owned by the image's user.
 images_smoke_capture() {
   local name="$IMAGES_RUN_PREFIX-capture" shots="$IMAGES_WORK/screenshots"
+  # The stack's URL checks its certificate against the stack's CA (verify-full): the container
+  # gets that file, and the URL names it where it is mounted.
+  local url
+  url="$(database_url)"
+  url="${url/sslrootcert=$STACK_CA_CERT/sslrootcert=/run/secrets/stack_ca.crt}"
   rm -rf "$shots"
   install -d -o 10002 -g 10000 -m 0700 "$shots"
   pm run --detach --name "$name" --network host --health-interval disable \
@@ -209,7 +214,7 @@ images_smoke_capture() {
     -e STORAGE=fs:/var/lib/capture/screenshots \
     -e CAPTURE_CHART_URL_TEMPLATE='http://127.0.0.1:9/chart/{chart_id}' \
     -e DATABASE_URL_FILE=/run/secrets/database_url -e COOKIE_SEAL_KEYS_FILE=/run/secrets/cookie_seal_keys \
-    -v "$(images_secret database_url "$(database_url)")" \
+    -v "$(images_secret database_url "$url")" -v "$STACK_CA_CERT:/run/secrets/stack_ca.crt:ro" \
     -v "$(images_secret cookie_seal_keys "smoke1:$(openssl rand -base64 32)")" \
     -v "$shots:/var/lib/capture/screenshots" \
     "$CAPTURE_IMAGE" >/dev/null 2>>"$IMAGES_WORK/podman.log" || images_podman_failed "$CAPTURE_IMAGE"

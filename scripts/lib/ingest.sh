@@ -23,8 +23,8 @@ ingest_start() {
     return 0
   fi
   require_free_port "$INGEST_PORT" INGEST_PORT
-  info "ingest: building (cargo build -p ingest)"
-  (cd "$REPO_ROOT" && cargo build -q -p ingest) || die "cargo build -p ingest failed"
+  info "ingest: building (cargo build --locked -p ingest)"
+  (cd "$REPO_ROOT" && cargo build --locked -q -p ingest) || die "cargo build -p ingest failed"
   info "ingest: starting on $INGEST_URL (through PostgREST)"
   (
     set -a

@@ -37,8 +37,8 @@ load_config() {
 # dependencies' features differently, and every later restart would relink.
 load_build() {
   info "building ingest, capture and webhook-load (cargo build, debug)"
-  (cd "$REPO_ROOT" && cargo build -q -p ingest && cargo build -q -p capture &&
-    cargo build -q -p webhook-load) || die "cargo build failed"
+  (cd "$REPO_ROOT" && cargo build --locked -q -p ingest && cargo build --locked -q -p capture &&
+    cargo build --locked -q -p webhook-load) || die "cargo build failed"
 }
 
 # A plan without limits and traders on it; their tokens, one per line, in a file:

@@ -5,7 +5,9 @@
 #
 # Everything lives in one state directory (STACK_DIR) and listens on 127.0.0.1 only, on ports given
 # by PG_PORT, GATEWAY_PORT and POSTGREST_PORT, so several stacks (a developer's and the one
-# scripts/test starts) can run side by side. Each step checks what is already there first, so
+# scripts/test starts) can run side by side. Postgres speaks TLS only on TCP (a throwaway CA under
+# STACK_DIR/tls, pg_hba allowing hostssl alone), and every URL the stack hands out says
+# sslmode=verify-full with that CA, so every client, test and benchmark goes over verified TLS. Each step checks what is already there first, so
 # `stack_up` repairs a half-started stack and changes nothing on a running one.
 
 # Far-future expiry of the local API keys: the one Supabase's own local demo keys carry.
@@ -30,6 +32,9 @@ stack_config() {
   STATE_DIR="$STACK_DIR/state"
   BIN_DIR="$STACK_DIR/bin"
   NGINX_PREFIX="$STACK_DIR/nginx"
+  TLS_DIR="$STACK_DIR/tls"
+  STACK_CA_CERT="$TLS_DIR/ca.crt"
+  PG_HBA_CONF="$CONF_DIR/pg_hba.conf"
   STACK_ENV_FILE="$STACK_DIR/stack.env"
 
   POSTGREST_BIN="$BIN_DIR/postgrest"
@@ -78,11 +83,45 @@ mint_jwt() {
     "$(printf '%s' "$signing_input" | openssl dgst -sha256 -mac HMAC -macopt "key:$key" -binary | base64url)"
 }
 
-# Connection URLs. `sslmode=disable`: the cluster speaks plain TCP on loopback, and the supabase
-# CLI otherwise insists on TLS for anything that is not its own Docker stack.
+# --- TLS --------------------------------------------------------------------------------------
+
+# A throwaway CA and a certificate for 127.0.0.1, ::1 and localhost signed by it, made once per
+# stack (reused by later `up`s, removed by `down`). The CA's key is deleted once the server
+# certificate is signed: nothing else is ever issued by it, so nothing can impersonate the stack.
+stack_ensure_tls() {
+  if [[ -s "$TLS_DIR/server.crt" && -s "$TLS_DIR/server.key" && -s "$STACK_CA_CERT" ]]; then
+    return 0
+  fi
+  info "tls: a throwaway CA and a server certificate for 127.0.0.1/localhost ($TLS_DIR)"
+  rm -rf "$TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  chmod 700 "$TLS_DIR"
+  local work
+  work="$(mktemp -d)"
+  {
+    openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha256 -days 3650 \
+      -subj "/CN=signal-capture local stack CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout "$work/ca.key" -out "$TLS_DIR/ca.crt" &&
+      openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha256 \
+        -subj "/CN=localhost" -keyout "$TLS_DIR/server.key" -out "$work/server.csr" &&
+      printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+        "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost" >"$work/ext" &&
+      openssl x509 -req -in "$work/server.csr" -CA "$TLS_DIR/ca.crt" -CAkey "$work/ca.key" \
+        -CAcreateserial -days 3650 -sha256 -extfile "$work/ext" -out "$TLS_DIR/server.crt"
+  } >>"$LOG_DIR/tls.log" 2>&1 || { rm -rf "$work"; die "making the stack's certificates failed, see $LOG_DIR/tls.log"; }
+  rm -rf "$work"
+  # Postgres refuses a key others can read; the CA certificate is public.
+  chmod 600 "$TLS_DIR/server.key"
+  chmod 644 "$TLS_DIR/ca.crt" "$TLS_DIR/server.crt"
+  own_for_service_user "$TLS_DIR"
+}
+
+# Connection URLs: TLS checked against the stack's CA, the host name included (verify-full).
 db_url() {
   local user="$1" password_file="$2"
-  printf 'postgresql://%s:%s@127.0.0.1:%s/postgres?sslmode=disable' "$user" "$(secret "$password_file")" "$PG_PORT"
+  printf 'postgresql://%s:%s@127.0.0.1:%s/postgres?sslmode=verify-full&sslrootcert=%s' \
+    "$user" "$(secret "$password_file")" "$PG_PORT" "$STACK_CA_CERT"
 }
 database_url() { db_url supabase_admin supabase_admin_password; }
 postgres_url() { db_url postgres postgres_password; }
@@ -122,6 +161,14 @@ listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$RUN_DIR'
 unix_socket_permissions = 0700
+# TLS on TCP, and only TLS: pg_hba.conf (below) has no plain \`host\` line.
+ssl = on
+ssl_cert_file = '$TLS_DIR/server.crt'
+ssl_key_file = '$TLS_DIR/server.key'
+ssl_min_protocol_version = 'TLSv1.2'
+hba_file = '$PG_HBA_CONF'
+# Every connection is logged with its TLS state; scripts/test reads it back (no plaintext TCP).
+log_connections = on
 max_connections = 200
 # Supabase runs with logical decoding (Realtime; change capture with wal2json).
 wal_level = logical
@@ -150,14 +197,33 @@ stack_init_cluster() {
   printf "\ninclude '%s'\n" "$PG_CONF_INCLUDE" | as_service_user tee -a "$PGDATA_DIR/postgresql.conf" >/dev/null
 }
 
+# Who may connect how: the Unix socket (owner-only, 0700) and TLS on loopback. No \`host\` line, so
+# a plaintext TCP connection is refused before it can authenticate.
+stack_render_pg_hba() {
+  write_if_changed "$PG_HBA_CONF" <<EOF
+# Rendered by scripts/lib/stack.sh on every \`scripts/dev up\`; edits are overwritten.
+# TYPE   DATABASE     USER  ADDRESS       METHOD
+local    all          all                 scram-sha-256
+local    replication  all                 scram-sha-256
+hostssl  all          all   127.0.0.1/32  scram-sha-256
+hostssl  all          all   ::1/128       scram-sha-256
+hostssl  replication  all   127.0.0.1/32  scram-sha-256
+hostssl  replication  all   ::1/128       scram-sha-256
+EOF
+}
+
 stack_start_postgres() {
-  local conf_changed=0
+  local conf_changed=0 hba_changed=0
   stack_render_postgres_conf && conf_changed=1
+  stack_render_pg_hba && hba_changed=1
   own_for_service_user "$CONF_DIR"
   if pg_running; then
     if [[ $conf_changed -eq 1 ]]; then
       info "postgres: settings changed, restarting"
       pg_ctl_ -l "$LOG_DIR/postgres.log" -w -t 60 restart -m fast >/dev/null || die "postgres restart failed, see $LOG_DIR/postgres.log"
+    elif [[ $hba_changed -eq 1 ]]; then
+      info "postgres: pg_hba.conf changed, reloading"
+      pg_ctl_ reload >/dev/null || die "postgres reload failed, see $LOG_DIR/postgres.log"
     else
       info "postgres: running on 127.0.0.1:$PG_PORT"
     fi
@@ -510,19 +576,56 @@ stack_test_template() {
   printf '%s\n' "$fingerprint" >"$STATE_DIR/test-template"
 }
 
+# --- proof that nothing spoke plaintext ------------------------------------------------------
+
+# Fails when a TCP connection to the stack's Postgres was ever authorized without TLS (read back
+# from the log, which log_connections fills for the stack's whole life, restarts included) or when
+# a plaintext TCP client is connected now (pg_stat_ssl). Plaintext attempts that pg_hba refused
+# are counted, not failed: refusing them is the point.
+stack_check_tls() {
+  local log="$LOG_DIR/postgres.log" counts tls plain refused
+  [[ -s "$log" ]] || die "no Postgres log at $log"
+  counts="$(awk '
+    function pid_of(line) { match(line, /\[[0-9]+\]/); return substr(line, RSTART + 1, RLENGTH - 2) }
+    /connection received: host=/ { tcp[pid_of($0)] = ($0 !~ /host=\[local\]/) }
+    /connection authorized: / {
+      pid = pid_of($0)
+      if (tcp[pid]) { if ($0 ~ / SSL enabled /) ok++; else { bad++; print "plaintext: " $0 > "/dev/stderr" } }
+      delete tcp[pid]
+    }
+    /no pg_hba.conf entry .*no encryption/ { refused++ }
+    END { print ok + 0, bad + 0, refused + 0 }' "$log")"
+  read -r tls plain refused <<<"$counts"
+  [[ "$plain" -eq 0 ]] || die "$plain TCP connection(s) to Postgres were authorized without TLS (above)"
+  [[ "$tls" -gt 0 ]] || die "the Postgres log shows no TCP connection at all: is log_connections on?"
+  local now
+  now="$(psql_as "$(database_url)" -At -F ' ' <<'SQL'
+select count(*) filter (where s.ssl), count(*) filter (where not s.ssl)
+from pg_stat_activity a join pg_stat_ssl s using (pid)
+where a.client_addr is not null
+SQL
+)"
+  local now_tls now_plain
+  read -r now_tls now_plain <<<"$now"
+  [[ "$now_plain" -eq 0 ]] || die "pg_stat_ssl shows $now_plain plaintext TCP client(s) connected now"
+  info "log: $tls TCP connections authorized, all over TLS; $refused plaintext attempt(s) refused by pg_hba"
+  info "pg_stat_ssl: $now_tls TCP clients connected now, all over TLS"
+}
+
 # --- stack.env -------------------------------------------------------------------------------
 
 stack_write_env() {
   write_if_changed "$STACK_ENV_FILE" <<EOF || true
 # The local stack's settings, written by scripts/dev up (dotenv; \`set -a; . $STACK_ENV_FILE; set +a\`).
+# The URLs are quoted: their query holds \`&\`, which a shell sourcing this file would run as an operator.
 # Local throwaway values; removed by scripts/dev down.
 SUPABASE_URL=$SUPABASE_URL
 SUPABASE_ANON_KEY=$(secret anon_key)
 SUPABASE_SERVICE_ROLE_KEY=$(secret service_role_key)
 SUPABASE_JWT_SECRET=$(secret jwt_secret)
-DATABASE_URL=$(database_url)
-POSTGRES_URL=$(postgres_url)
-AUTHENTICATOR_URL=$(authenticator_url)
+DATABASE_URL='$(database_url)'
+POSTGRES_URL='$(postgres_url)'
+AUTHENTICATOR_URL='$(authenticator_url)'
 POSTGREST_URL=$POSTGREST_URL
 DEMO_USER_ID=$DEMO_USER_ID
 DEMO_USER_EMAIL=$DEMO_USER_EMAIL
@@ -539,7 +642,9 @@ PGPORT=$PG_PORT
 PGDATABASE=postgres
 PGUSER=postgres
 PGPASSWORD=$(secret postgres_password)
-PGSSLMODE=disable
+PGSSLMODE=verify-full
+PGSSLROOTCERT=$STACK_CA_CERT
+STACK_CA_CERT=$STACK_CA_CERT
 EOF
   chmod 600 "$STACK_ENV_FILE"
 }
@@ -559,6 +664,7 @@ stack_prepare_dirs() {
 stack_up() {
   stack_prepare_dirs
   stack_ensure_secrets
+  stack_ensure_tls
   own_for_service_user "$STACK_DIR"
   stack_init_cluster
   stack_start_postgres
@@ -592,7 +698,7 @@ stack_down() {
   fi
   # Only what the stack owns: another stack may live in a subdirectory (scripts/test's).
   rm -rf "$PGDATA_DIR" "$RUN_DIR" "$LOG_DIR" "$SECRETS_DIR" "$CONF_DIR" "$STATE_DIR" "$BIN_DIR" \
-    "$NGINX_PREFIX" "$STACK_ENV_FILE"
+    "$NGINX_PREFIX" "$TLS_DIR" "$STACK_ENV_FILE"
   rmdir "$STACK_DIR" 2>/dev/null || info "kept $STACK_DIR: it holds more than this stack"
   info "removed $STACK_DIR"
 }
@@ -625,6 +731,7 @@ Local stack is up.
   anon key              $(secret anon_key)
   service_role key      $(secret service_role_key)
   Postgres              127.0.0.1:$PG_PORT, database postgres (users supabase_admin, postgres; URLs in stack.env)
+                        TLS only: verify-full against $rel/tls/ca.crt (PGSSLROOTCERT in stack.env)
   PostgREST (direct)    $POSTGREST_URL
 
   demo user             $DEMO_USER_ID ($DEMO_USER_EMAIL)

@@ -20,7 +20,9 @@
 //!   value parser that reports a bad secret without printing it; and the
 //!   headers that authenticate a service to Supabase. Other secrets use
 //!   [`secrecy::SecretString`] directly (re-exported here).
-//! - [`postgres`]: [`postgres::pool`], the one Postgres pool builder.
+//! - [`postgres`]: [`postgres::pool`], the one Postgres pool builder, and
+//!   [`postgres::connect_config`], the URL read once with its TLS settings
+//!   (`postgres-tls`), for a pool and for capture's LISTEN session alike.
 //! - [`telemetry`]: one `init()` for `tracing`. The filter comes from
 //!   `RUST_LOG` (default `info`); [`LogFormat::Json`] (`LOG_FORMAT`, the
 //!   flattened [`telemetry::Logging`]) switches to JSON lines for log

@@ -4,9 +4,10 @@
 //! over a `deadpool-postgres` pool; building it in two places had already
 //! let the two drift (one with timeouts, one without). Here:
 //!
-//! - connections are made without TLS: `DATABASE_URL` is meant for a
-//!   database on a private network next to the binary (README), and the
-//!   URL's own `sslmode` is not honoured by `NoTls`;
+//! - connections use the TLS the URL asks for, with libpq's `sslmode`
+//!   and `sslrootcert` meanings and our safer default (`require` towards
+//!   anything but loopback): [`postgres_tls`] reads the URL, here and for
+//!   capture's LISTEN session ([`connect_config`]), so both agree;
 //! - a returned connection is checked only for being open
 //!   ([`RecyclingMethod::Fast`]): a broken one fails its next statement and
 //!   is dropped, which costs less than a round trip on every checkout;
@@ -20,6 +21,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::{BuildError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+pub use postgres_tls::{ConnectConfig, SslMode};
 
 use crate::secret::DatabaseUrl;
 
@@ -36,20 +38,34 @@ pub struct PoolSettings {
 /// Why the pool could not be built. Neither message repeats the URL.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    /// The URL parsed as a URL but not as Postgres connection settings.
-    #[error("DATABASE_URL is not valid Postgres connection settings")]
-    Config(#[source] tokio_postgres::Error),
+    /// The URL parsed as a URL but not as Postgres connection settings,
+    /// or its TLS settings cannot be honoured (an unknown `sslmode`, a
+    /// missing root file, `prefer` towards a remote host).
+    #[error("DATABASE_URL is not usable")]
+    Config(#[source] postgres_tls::ConfigError),
     #[error("the Postgres pool could not be built")]
     Build(#[source] BuildError),
+}
+
+/// How to connect to `url`: the settings and the TLS it asks for. Logs the
+/// warning for `sslmode=disable` towards a non-loopback address; build it
+/// once per URL and share it ([`pool_from`], capture's LISTEN session).
+pub fn connect_config(url: &DatabaseUrl) -> Result<ConnectConfig, PoolError> {
+    ConnectConfig::from_url(url.expose()).map_err(PoolError::Config)
 }
 
 /// A pool of connections to `url`. Connects lazily: nothing is opened until
 /// the first checkout.
 pub fn pool(url: &DatabaseUrl, settings: PoolSettings) -> Result<Pool, PoolError> {
-    let config: tokio_postgres::Config = url.expose().parse().map_err(PoolError::Config)?;
+    pool_from(&connect_config(url)?, settings)
+}
+
+/// A pool of connections made as `connect` says.
+pub fn pool_from(connect: &ConnectConfig, settings: PoolSettings) -> Result<Pool, PoolError> {
+    let (config, tls) = connect.parts();
     let manager = Manager::from_config(
         config,
-        tokio_postgres::NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

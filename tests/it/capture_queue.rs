@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use stack_harness::{Stack, TestDb, trader_in};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 use uuid::Uuid;
 
 async fn queue_signals(db: &Client, token: &str, n: usize) -> Vec<Uuid> {
@@ -83,7 +83,7 @@ async fn an_idle_daemon_is_woken_once_and_busy_daemons_are_not() {
     let db = test_db.client().await;
     let trader = trader_in(&db, "pro").await;
 
-    let (daemon, mut connection) = tokio_postgres::connect(&test_db.url, NoTls).await.unwrap();
+    let (daemon, mut connection) = postgres_tls::connect(&test_db.url).await.unwrap();
     let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
     let stream = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
     tokio::spawn(stream.for_each(move |message| {

@@ -12,6 +12,8 @@
 //! - `ingest_signal_concurrency`, `delivery_id`: `public.ingest_signal` through PostgREST under
 //!   concurrency and replays.
 //! - `capture_queue`: the capture queue's SQL under real concurrency.
+//! - `postgres_tls`: TLS to Postgres as our clients make it: plaintext refused, verified TLS with
+//!   channel binding, a certificate for another name refused under `verify-full`.
 //! - `spool_replay`: ingest's spool replayed into the real `ingest_signal`.
 //! - `sync_migrations`: `scripts/sync-migrations` keeps `supabase/migrations` in step with `sql/`,
 //!   `rls-policies/` and `storage-policies/`, one changed file at a time.
@@ -19,6 +21,7 @@
 mod capture_queue;
 mod delivery_id;
 mod ingest_signal_concurrency;
+mod postgres_tls;
 mod postgrest_policies;
 mod realtime_wal2json;
 mod spool_replay;

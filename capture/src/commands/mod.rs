@@ -21,15 +21,21 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use cookie_seal::Keyring;
 
-use service_runtime::postgres::{self, PoolSettings};
+use service_runtime::postgres::{self, ConnectConfig, PoolSettings};
 
 use crate::config::Config;
 use crate::storage::{Storage, StorageKind};
 
+/// How to reach the database: `DATABASE_URL` with its TLS settings, read
+/// once for the pool and the daemon's LISTEN session.
+pub fn database(config: &Config) -> anyhow::Result<ConnectConfig> {
+    postgres::connect_config(&config.database_url).context("DATABASE_URL cannot be used")
+}
+
 /// The database pool every subcommand works over.
-pub fn pool(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
-    postgres::pool(
-        &config.database_url,
+pub fn pool(config: &Config, database: &ConnectConfig) -> anyhow::Result<deadpool_postgres::Pool> {
+    postgres::pool_from(
+        database,
         PoolSettings {
             // Claims, completions and heartbeats of `concurrency` jobs, plus /health.
             max_size: usize::from(config.concurrency) + 2,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use cookie_seal::Keyring;
 use deadpool_postgres::Pool;
+use service_runtime::postgres::ConnectConfig;
 use service_runtime::shutdown;
 use tokio::net::TcpListener;
 
@@ -20,7 +21,12 @@ use crate::telegram::{RetryPolicy, Telegram};
 use crate::worker::{Mode, Settings, Worker};
 
 /// Runs the daemon until it is told to stop (or has drained the queue).
-pub async fn run(config: &Config, pool: Pool, keys: Option<Arc<Keyring>>) -> anyhow::Result<()> {
+pub async fn run(
+    config: &Config,
+    database: ConnectConfig,
+    pool: Pool,
+    keys: Option<Arc<Keyring>>,
+) -> anyhow::Result<()> {
     let stop = shutdown::signal().context("Failed to install signal handlers")?;
     let (worker, chrome) = build_worker(config, Queue::new(pool), keys)?;
     let health = TcpListener::bind(config.health_listen)
@@ -40,6 +46,8 @@ pub async fn run(config: &Config, pool: Pool, keys: Option<Arc<Keyring>>) -> any
         %health_addr,
         worker_id = %worker.settings.worker_id,
         database = config.database_url.redacted(),
+        sslmode = %database.ssl_mode(),
+        certificate_check = %database.verification(),
         concurrency = config.concurrency,
         drain = config.drain,
         chromium_pid = chrome.pid(),
@@ -57,7 +65,7 @@ pub async fn run(config: &Config, pool: Pool, keys: Option<Arc<Keyring>>) -> any
     let outcome = daemon::run(
         health,
         worker,
-        config.database_url.expose().to_owned(),
+        database,
         mode,
         shutdown,
         config.shutdown_grace,

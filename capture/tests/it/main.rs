@@ -11,6 +11,8 @@
 //! - `process`: the `capture` binary as operators run it: woken by NOTIFY,
 //!   stopped by SIGTERM, killed with `kill -9`.
 //! - `session`: `capture set-session` and re-sealing under a new key.
+//! - `database_tls`: the binary refuses a Postgres certificate for another
+//!   name under `verify-full`.
 //! - `spares`: pre-warmed pages serve one capture each.
 //! - `cdp`: the `DevTools` client's failure modes.
 //! - `prune`: `capture prune` and Storage's delete call.
@@ -20,6 +22,7 @@
 //!   [`support::daemon::spawn_daemon`]).
 
 mod cdp;
+mod database_tls;
 mod drain;
 mod process;
 mod prune;

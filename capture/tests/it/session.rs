@@ -31,7 +31,7 @@ fn only_the_new_key() -> Keyring {
 
 /// Runs `capture <args>` to its end with `stdin` written to it; returns
 /// whether it succeeded and what it logged.
-async fn run_capture(
+pub(crate) async fn run_capture(
     test_db: &TestDb,
     args: &[&str],
     env: &[(&str, &str)],

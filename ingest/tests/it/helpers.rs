@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use cookie_seal::Keyring;
-use ingest::auth::{Verifier, VerifierConfig};
+use ingest::auth::{JWKS_MIN_REFETCH, JWKS_TTL, Verifier, VerifierConfig};
 use ingest::batcher::BatchSettings;
 use ingest::db::{Database, RestPath};
 use ingest::guard::Guard;
@@ -329,6 +329,9 @@ fn session_endpoint(stack: &Stack, options: &SessionOptions) -> SessionEndpoint 
         jwks_url: None,
         jwt_secret: Some(SecretString::from(stack.jwt_secret.clone())),
         audience: "authenticated".into(),
+        issuer: format!("{}/auth/v1", stack.supabase_url),
+        jwks_ttl: JWKS_TTL,
+        jwks_min_refetch: JWKS_MIN_REFETCH,
     })
     .expect("a verifier");
     SessionEndpoint::new(

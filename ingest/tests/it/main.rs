@@ -14,11 +14,14 @@
 //! - [`outage`]: the database path down: the spool, its replay, `kill -9`.
 //! - [`traffic`]: TradingView's shared addresses, strangers' bad tokens,
 //!   bursts, the known tokens across a restart.
+//! - [`database_tls`]: the direct pool refuses a certificate for another
+//!   name under `verify-full`.
 //!
 //! The stack's settings come from the environment (`scripts/test` exports
 //! them; by hand, `set -a; . .dev/stack.env` after `scripts/dev up`).
 
 mod connections;
+mod database_tls;
 mod helpers;
 mod outage;
 mod server;

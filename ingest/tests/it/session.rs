@@ -92,6 +92,7 @@ impl TestApp {
     fn token_for(&self, sub: Uuid, exp: u64) -> String {
         self.stack().mint(&json!({
             "sub": sub,
+            "iss": format!("{}/auth/v1", self.stack().supabase_url),
             "role": "authenticated",
             "aud": "authenticated",
             "exp": exp,

@@ -3,7 +3,8 @@
 //! gives it Supabase's URL layout. `scripts/test` starts a throwaway stack and exports its
 //! `stack.env`; to run tests by hand against `scripts/dev up`, export `.dev/stack.env` first
 //! (`set -a; . .dev/stack.env`). The end-to-end suite (`tests/it`) and the integration tests of
-//! ingest and capture depend on it; it depends on none of them, so any crate may use it.
+//! ingest and capture depend on it; it depends on none of them (of ours, only on `postgres-tls`, so
+//! it connects with the TLS the stack's URLs ask for), so any crate may use it.
 //!
 //! Layout:
 //! - [`Stack`] reads the stack's settings from the environment once.
@@ -13,6 +14,8 @@
 //!   [`Stack::rest`] calls PostgREST through the gateway as a browser would.
 //! - [`TestDb`] clones the migrated template database for tests that need a database to themselves
 //!   (the capture queue is global by design) and drops it afterwards.
+//! - [`tls::WrongNameProxy`] stands in for the stack's Postgres with a certificate for another
+//!   name, so tests can show who refuses it (`verify-full`) and who does not.
 
 #![expect(
     clippy::missing_panics_doc,
@@ -22,8 +25,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
+
+pub mod tls;
 
 /// The running stack's settings, from the variables `scripts/dev` writes to `stack.env`.
 #[derive(Debug, Clone)]
@@ -39,6 +44,8 @@ pub struct Stack {
     pub postgres_url: String,
     /// The migrated database that [`TestDb`] clones.
     pub template_database: String,
+    /// The stack's CA certificate (its URLs say `sslmode=verify-full` with it).
+    pub ca_cert: String,
     http: reqwest::Client,
 }
 
@@ -73,6 +80,7 @@ impl Stack {
             database_url: env("DATABASE_URL"),
             postgres_url: env("POSTGRES_URL"),
             template_database: env("TEST_TEMPLATE_DATABASE"),
+            ca_cert: env("STACK_CA_CERT"),
             http: reqwest::Client::new(),
         }
     }
@@ -91,6 +99,7 @@ impl Stack {
     pub fn jwt_for(&self, trader: &Trader) -> String {
         self.mint(&json!({
             "sub": trader.id,
+            "iss": format!("{}/auth/v1", self.supabase_url),
             "role": "authenticated",
             "aud": "authenticated",
             "exp": now_secs() + 3600,
@@ -168,10 +177,14 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// A session on `url`, over the TLS its `sslmode` asks for (the stack's URLs say `verify-full`).
 pub async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to the stack's Postgres: {e}"));
+    let (client, connection) = postgres_tls::connect(url).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot connect to the stack's Postgres: {}",
+            std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string)
+        )
+    });
     tokio::spawn(connection);
     client
 }

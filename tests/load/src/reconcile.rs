@@ -20,7 +20,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use tokio_postgres::NoTls;
 
 use crate::outcome::{Outcome, run_pattern};
 
@@ -210,7 +209,7 @@ fn read_sent(args: &Args) -> anyhow::Result<Vec<Outcome>> {
 }
 
 async fn read_stored(args: &Args) -> anyhow::Result<Vec<Stored>> {
-    let (db, connection) = tokio_postgres::connect(&args.database_url, NoTls)
+    let (db, connection) = postgres_tls::connect(&args.database_url)
         .await
         .context("Failed to connect to the database")?;
     tokio::spawn(connection);

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 use tokio::time::Instant;
-use tokio_postgres::NoTls;
 
 use crate::outcome::run_pattern;
 
@@ -88,7 +87,7 @@ pub(crate) async fn wait_spool(args: SpoolArgs) -> anyhow::Result<()> {
 /// idle limit, or the total limit is reached; what is still open then is stuck, and `reconcile`
 /// says so.
 pub(crate) async fn wait_captures(args: CapturesArgs) -> anyhow::Result<()> {
-    let (db, connection) = tokio_postgres::connect(&args.database_url, NoTls)
+    let (db, connection) = postgres_tls::connect(&args.database_url)
         .await
         .context("Failed to connect to the database")?;
     tokio::spawn(connection);

@@ -67,14 +67,22 @@ pub(crate) fn render_settings(job_timeout: Duration) -> RenderSettings {
     }
 }
 
+/// How the daemon reaches `test_db` (its URL carries the stack's TLS
+/// settings).
+pub(crate) fn database(test_db: &TestDb) -> service_runtime::postgres::ConnectConfig {
+    service_runtime::postgres::ConnectConfig::from_url(&test_db.url).expect("the test database URL")
+}
+
 /// A worker over `test_db`, rendering `charts`' pages in its own Chromium.
 pub(crate) fn worker(test_db: &TestDb, charts: &ChartServer, knobs: Knobs) -> Arc<Worker> {
-    let pg: tokio_postgres::Config = test_db.url.parse().unwrap();
-    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
-    let pool = deadpool_postgres::Pool::builder(manager)
-        .max_size(8)
-        .build()
-        .unwrap();
+    let pool = service_runtime::postgres::pool_from(
+        &database(test_db),
+        service_runtime::postgres::PoolSettings {
+            max_size: 8,
+            timeout: None,
+        },
+    )
+    .unwrap();
     Arc::new(Worker {
         queue: Queue::new(pool),
         chrome: Chrome::new(render_settings(knobs.job_timeout)).expect("the Chromium launcher"),
@@ -104,7 +112,7 @@ pub(crate) async fn drain(test_db: &TestDb, worker: Arc<Worker>) {
         daemon::run(
             health,
             worker,
-            test_db.url.clone(),
+            database(test_db),
             Mode::Drain,
             std::future::pending(),
             Duration::from_secs(5),
