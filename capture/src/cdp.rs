@@ -1,21 +1,26 @@
-//! A small Chrome `DevTools` Protocol client: one browser-level websocket,
-//! flattened page sessions, replies matched to callers by id.
+//! A small Chrome `DevTools` Protocol client over Chromium's
+//! `--remote-debugging-pipe`: flattened page sessions, replies matched to
+//! callers by id.
 //!
-//! Why our own: `headless_chrome`'s transport costs 100 ms or more per
-//! command (its websocket reader holds a lock across a 100 ms read timeout,
-//! rust-headless-chrome issue #446), and a capture is a dozen commands. Here
-//! a command costs what Chromium takes to answer it, about a millisecond for
-//! most. `headless_chrome` still launches and owns the process
-//! ([`crate::chromium`]).
+//! Why a pipe: a `DevTools` TCP port is unauthenticated, so any local
+//! process could connect to it and read every live context's cookies (every
+//! trader's TradingView session). The pipe is two file descriptors only the
+//! daemon and its Chromium hold ([`crate::chromium`] hands them over as fds
+//! 3 and 4); messages are JSON, each followed by a NUL byte.
 //!
-//! - **One socket.** [`Connection::connect`] opens the browser's websocket
-//!   (`Browser::get_ws_url()`). Page commands carry the `sessionId` of a
-//!   target attached with `flatten: true`, so no second connection per tab.
+//! Why our own client: a command costs what Chromium takes to answer it,
+//! about a millisecond for most, and a capture is a dozen commands.
+//!
+//! - **One connection.** Page commands carry the `sessionId` of a target
+//!   attached with `flatten: true`, so no second channel per tab.
 //! - **A reader thread** reads every message and hands each reply to the
 //!   caller waiting on its `id` (an `mpsc` channel per call). Events are
 //!   ignored: a capture asks, it never listens.
+//! - **A writer thread** writes the commands, so a caller never blocks on a
+//!   pipe Chromium stopped reading: its call times out instead, and the
+//!   render layer relaunches Chromium, which ends the writer.
 //! - **Every call has a deadline** ([`Call::wait`]); a late reply is dropped.
-//! - **A dead socket fails every pending call at once**, and every later
+//! - **A closed pipe fails every pending call at once**, and every later
 //!   one, with [`CdpError::Closed`]: a killed Chromium fails its captures in
 //!   milliseconds, so the relaunch path runs instead of waiting out timeouts.
 //!
@@ -23,29 +28,20 @@
 //! traders' cookies.
 
 use std::collections::HashMap;
-use std::net::{Shutdown, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use serde_json::Value;
-use tungstenite::protocol::{Role, WebSocketConfig};
-use tungstenite::{Message, WebSocket};
 
-/// How long connecting and the websocket handshake may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long writing one command may block (a wedged socket).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest message accepted: a 1080p screenshot, base64, is a few MB.
 const MAX_MESSAGE: usize = 256 << 20;
 
 /// Why a command got no result.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CdpError {
-    /// The websocket could not be opened.
-    #[error("could not connect to Chromium's DevTools endpoint: {0}")]
-    Connect(String),
-    /// The socket is gone (Chromium died or closed it).
+    /// The pipe is gone (Chromium died or closed it).
     #[error("the DevTools connection is closed: {0}")]
     Closed(String),
     /// No reply within the call's deadline.
@@ -58,10 +54,10 @@ pub enum CdpError {
 
 type Reply = mpsc::Sender<Result<Value, CdpError>>;
 
-/// Calls waiting for their reply, and whether the socket is gone.
+/// Calls waiting for their reply, and whether the pipe is gone.
 #[derive(Default)]
 struct Pending {
-    /// Why the socket closed, once it has.
+    /// Why the pipe closed, once it has.
     closed: Option<String>,
     /// By id: the method (for error messages) and where the reply goes.
     calls: HashMap<u64, (String, Reply)>,
@@ -92,19 +88,13 @@ impl Shared {
 
 struct Inner {
     shared: Arc<Shared>,
-    writer: Mutex<WebSocket<TcpStream>>,
-    /// A handle on the socket to shut it down when the last clone goes,
-    /// which ends the reader thread.
-    socket: TcpStream,
+    /// Serialized commands for the writer thread; dropping it (with the
+    /// last clone of the connection) ends that thread, which closes the
+    /// pipe to Chromium.
+    outgoing: mpsc::Sender<Vec<u8>>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let _ = self.socket.shutdown(Shutdown::Both);
-    }
-}
-
-/// A browser-level `DevTools` connection; clones share the socket.
+/// A browser-level `DevTools` connection; clones share the pipe.
 #[derive(Clone)]
 pub struct Connection {
     inner: Arc<Inner>,
@@ -140,7 +130,7 @@ impl Call {
     /// # Errors
     ///
     /// Chromium answered with an error, did not answer in time, or the
-    /// socket closed.
+    /// pipe closed.
     pub fn wait(self, timeout: Duration) -> Result<Value, CdpError> {
         match self.reply.recv_timeout(timeout) {
             Ok(result) => result,
@@ -160,67 +150,35 @@ impl Call {
 }
 
 impl Connection {
-    /// Opens the websocket at `ws_url` (`ws://127.0.0.1:port/devtools/...`)
-    /// and starts its reader thread.
+    /// Drives Chromium over `from_chromium` (its fd 4) and `to_chromium`
+    /// (its fd 3), starting the reader and writer threads.
     ///
     /// # Errors
     ///
-    /// [`CdpError::Connect`]: the address, the TCP connection or the
-    /// handshake failed.
-    pub fn connect(ws_url: &str) -> Result<Self, CdpError> {
-        let connect = |e: &dyn std::fmt::Display| CdpError::Connect(e.to_string());
-        let url = url::Url::parse(ws_url).map_err(|e| connect(&e))?;
-        if url.scheme() != "ws" {
-            return Err(CdpError::Connect(format!(
-                "expected a ws:// URL, got {}",
-                url.scheme()
-            )));
-        }
-        let stream = url
-            .socket_addrs(|| None)
-            .map_err(|e| connect(&e))?
-            .into_iter()
-            .find_map(|address| TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).ok())
-            .ok_or_else(|| CdpError::Connect(format!("nothing answered at {ws_url}")))?;
-        stream.set_nodelay(true).map_err(|e| connect(&e))?;
-        stream
-            .set_read_timeout(Some(CONNECT_TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
-            .map_err(|e| connect(&e))?;
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
-        let (reader, _) = tungstenite::client::client_with_config(ws_url, stream, Some(config))
-            .map_err(|e| connect(&e))?;
-        // The reader blocks until a message or the socket's end; the writer
-        // is a second protocol state over the same socket (client frames,
-        // written under a lock, never interleave).
-        reader
-            .get_ref()
-            .set_read_timeout(None)
-            .map_err(|e| connect(&e))?;
-        let write_half = reader.get_ref().try_clone().map_err(|e| connect(&e))?;
-        let socket = reader.get_ref().try_clone().map_err(|e| connect(&e))?;
-        let writer = WebSocket::from_raw_socket(write_half, Role::Client, Some(config));
+    /// A thread could not be started.
+    pub fn new(
+        from_chromium: impl Read + Send + 'static,
+        to_chromium: impl Write + Send + 'static,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(Pending::default()),
         });
+        let (outgoing, commands) = mpsc::channel::<Vec<u8>>();
         let for_reader = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("cdp-reader".into())
-            .spawn(move || read_loop(reader, &for_reader))
-            .map_err(|e| connect(&e))?;
+            .spawn(move || read_loop(BufReader::new(from_chromium), &for_reader))?;
+        let for_writer = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("cdp-writer".into())
+            .spawn(move || write_loop(to_chromium, &commands, &for_writer))?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                shared,
-                writer: Mutex::new(writer),
-                socket,
-            }),
+            inner: Arc::new(Inner { shared, outgoing }),
         })
     }
 
-    /// Whether the socket is gone (every call now fails at once).
+    /// Whether the pipe is gone (every call now fails at once).
     pub fn is_closed(&self) -> bool {
         self.inner.shared.pending().closed.is_some()
     }
@@ -231,7 +189,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`CdpError::Closed`]: the socket is gone or writing failed.
+    /// [`CdpError::Closed`]: the pipe is gone.
     pub fn send(
         &self,
         session: Option<&str>,
@@ -255,18 +213,12 @@ impl Connection {
         if let Some(session) = session {
             command.insert("sessionId".into(), session.into());
         }
-        let written = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .send(Message::text(Value::Object(command).to_string()));
-        if let Err(error) = written {
-            // A socket that cannot be written is as good as closed.
-            let reason = format!("writing {method} failed: {error}");
-            shared.close(reason.clone());
-            let _ = self.inner.socket.shutdown(Shutdown::Both);
-            return Err(CdpError::Closed(reason));
+        let mut message = Value::Object(command).to_string().into_bytes();
+        message.push(0);
+        if self.inner.outgoing.send(message).is_err() {
+            // The writer stopped: it closed the connection on its way out.
+            shared.pending().calls.remove(&id);
+            return Err(CdpError::Closed(format!("writing {method} failed")));
         }
         Ok(Call {
             id,
@@ -292,23 +244,42 @@ impl Connection {
     }
 }
 
-/// Reads until the socket ends, routing each reply to its caller; then
-/// fails whatever is still waiting.
-fn read_loop(mut socket: WebSocket<TcpStream>, shared: &Shared) {
+/// Reads NUL-terminated messages until the pipe ends, routing each reply
+/// to its caller; then fails whatever is still waiting.
+fn read_loop(mut pipe: impl BufRead, shared: &Shared) {
+    let mut message = Vec::new();
     let reason = loop {
-        match socket.read() {
-            Ok(Message::Text(text)) => dispatch(shared, text.as_str()),
-            Ok(Message::Binary(bytes)) => {
-                if let Ok(text) = std::str::from_utf8(&bytes) {
+        message.clear();
+        let limit = u64::try_from(MAX_MESSAGE).unwrap_or(u64::MAX) + 1;
+        match (&mut pipe).take(limit).read_until(0, &mut message) {
+            Ok(0) => break "Chromium closed the pipe".to_owned(),
+            Ok(_) if message.last() == Some(&0) => {
+                message.pop();
+                if let Ok(text) = std::str::from_utf8(&message) {
                     dispatch(shared, text);
                 }
             }
-            Ok(Message::Close(_)) => break "Chromium closed the connection".to_owned(),
-            Ok(_) => {}
+            // No terminator: the pipe ended mid-message, or the message
+            // is over the limit (and the stream cannot be resynchronised).
+            Ok(_) if message.len() > MAX_MESSAGE => {
+                break format!("a message over {MAX_MESSAGE} bytes");
+            }
+            Ok(_) => break "Chromium closed the pipe mid-message".to_owned(),
+            // read_until retries EINTR itself: anything else is fatal.
             Err(error) => break error.to_string(),
         }
     };
     shared.close(reason);
+}
+
+/// Writes each command as it comes; a failed write closes the connection.
+fn write_loop(mut pipe: impl Write, commands: &mpsc::Receiver<Vec<u8>>, shared: &Shared) {
+    for message in commands {
+        if let Err(error) = pipe.write_all(&message).and_then(|()| pipe.flush()) {
+            shared.close(format!("writing to Chromium failed: {error}"));
+            return;
+        }
+    }
 }
 
 fn dispatch(shared: &Shared, text: &str) {

@@ -13,6 +13,7 @@ use service_runtime::secret::{DatabaseUrl, SealKeySettings};
 use service_runtime::{Logging, SecretString, SupabaseSettings};
 use url::Url;
 
+use crate::egress;
 use crate::storage::StorageKind;
 
 /// TradingView's chart page for the signal's symbol and interval.
@@ -99,6 +100,21 @@ pub struct Config {
     /// The Chromium binary.
     #[arg(long, env = "CHROMIUM_PATH", default_value = "/usr/bin/chromium")]
     pub chromium: PathBuf,
+
+    /// The unprivileged user Chromium runs as when the daemon runs as root
+    /// (Chromium never runs as root: without this setting a root daemon
+    /// refuses to start). A user of its own, nothing else running as it.
+    /// A daemon that is not root runs Chromium as itself.
+    #[arg(long, env = "CAPTURE_CHROMIUM_USER")]
+    pub chromium_user: Option<String>,
+
+    /// The `host:port` targets Chromium may reach although they are not on
+    /// the public internet (loopback, private, link-local, metadata),
+    /// comma-separated and exact, e.g. `127.0.0.1:8080,charts.lan:443`.
+    /// Everything else non-public is refused, for pages and every request
+    /// they make.
+    #[arg(long, env = "CAPTURE_EGRESS_ALLOW", default_value = "")]
+    pub egress_allow: egress::Allow,
 
     /// Pages kept ready in fresh, never-used browser contexts, so a capture
     /// starts on a ready tab instead of waiting for one (each spare costs
@@ -249,7 +265,7 @@ impl Config {
 mod tests {
     use clap::{CommandFactory as _, FromArgMatches as _};
 
-    use super::Config;
+    use super::{Config, egress};
 
     #[test]
     fn verify_cli() {
@@ -279,6 +295,12 @@ mod tests {
         assert_eq!(config.shutdown_grace.as_secs(), 10);
         assert_eq!(config.job_timeout.as_secs(), 30);
         assert_eq!(config.prewarm, 1);
+        assert_eq!(config.chromium_user, None);
+        assert_eq!(
+            config.egress_allow,
+            egress::Allow::default(),
+            "nothing private allowed"
+        );
         assert!(config.lease > config.job_timeout);
         assert!(!format!("{config:?}").contains(":secret@"));
     }
@@ -323,6 +345,21 @@ mod tests {
         .expect_err("a 3-byte key")
         .to_string();
         assert!(error.contains("k1") && !error.contains("AAAA"), "{error}");
+    }
+
+    #[test]
+    fn the_egress_allow_list_is_parsed_up_front() {
+        let base = "--database-url=postgres://localhost/db";
+        let config =
+            parse(&[base, "--egress-allow=127.0.0.1:8080, charts.lan:443"]).expect("valid");
+        assert_eq!(
+            config.egress_allow.to_string(),
+            "127.0.0.1:8080,charts.lan:443"
+        );
+        let error = parse(&[base, "--egress-allow=127.0.0.1"])
+            .expect_err("no port")
+            .to_string();
+        assert!(error.contains("is not host:port"), "{error}");
     }
 
     #[test]

@@ -14,9 +14,15 @@
 //!   capture (pre-warmed spares, so a job starts on a ready tab); the
 //!   trader's chart with their session, or
 //! - [`history_chart`]: the built-in chart of the trader's signal history.
-//! - [`chromium`]: Chromium started so that it dies with the daemon.
-//! - [`cdp`]: the daemon's own `DevTools` client (one websocket, flattened
-//!   page sessions, a deadline per command) that [`render`] drives it with.
+//! - [`chromium`]: Chromium started isolated (never as root, sandboxed, an
+//!   empty environment, a fresh profile per launch) and so that it dies
+//!   with the daemon.
+//! - [`egress`]: where Chromium may connect: a SOCKS5 proxy in the daemon
+//!   that refuses loopback, private and metadata addresses, except the
+//!   exact `CAPTURE_EGRESS_ALLOW` entries.
+//! - [`cdp`]: the daemon's own `DevTools` client (over Chromium's
+//!   `--remote-debugging-pipe`, flattened page sessions, a deadline per
+//!   command) that [`render`] drives it with.
 //! - [`storage`]: Supabase Storage over REST, or a directory.
 //! - [`metrics`] and [`health`]: `GET /health`, `/health/live`, `/metrics`.
 //! - [`daemon`]: [`daemon::run`] ties them together and stops them in order.
@@ -43,6 +49,7 @@ pub mod chromium;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod egress;
 pub mod health;
 pub mod history_chart;
 pub mod listener;

@@ -6,17 +6,10 @@ use capture::commands::{self, prune, reseal_cookies, serve, set_session};
 use capture::config::{Command, Config};
 use service_runtime::{cli, telemetry};
 
-/// The log filter default for `headless_chrome` (see `.env.example`).
-const QUIET_HEADLESS_CHROME: &str = "headless_chrome=error";
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: Config = cli::parse();
-    // headless_chrome attaches to every tab Chromium opens (ours included)
-    // and logs at info and warn as it does: only its errors, unless RUST_LOG
-    // names it.
-    telemetry::init_with_defaults(config.logging.format, &[QUIET_HEADLESS_CHROME])
-        .context("Failed to initialise logging")?;
+    telemetry::init(config.logging.format).context("Failed to initialise logging")?;
     config
         .validate()
         .map_err(anyhow::Error::msg)

@@ -90,6 +90,19 @@ impl Metrics {
         }
     }
 
+    /// Adds a metric another part of the daemon owns (the egress filter's
+    /// refusals, which live as long as its Chromium launcher).
+    ///
+    /// # Panics
+    ///
+    /// When a metric of that name is already registered (a programming
+    /// error).
+    pub fn register(&self, collector: impl prometheus::core::Collector + 'static) {
+        self.registry
+            .register(Box::new(collector))
+            .expect("registered once");
+    }
+
     /// Counts one finished attempt.
     pub fn outcome(&self, outcome: &str, reason: &str) {
         self.outcomes.with_label_values(&[outcome, reason]).inc();

@@ -25,7 +25,8 @@
 //!
 //! Commands go over our own `DevTools` client ([`crate::cdp`]): blocking,
 //! so callers run [`Chrome::capture`] on the blocking pool. How Chromium is
-//! started (so that it dies with the daemon) lives in [`crate::chromium`].
+//! started (isolated, and so that it dies with the daemon) lives in
+//! [`crate::chromium`]; where it may connect, in [`crate::egress`].
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,26 +35,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cookie_seal::TradingViewSession;
-use headless_chrome::Browser;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::cdp::{self, CdpError};
-use crate::chromium::Launcher;
-
-/// The flags Chromium needs here (root, no network beyond the page, no GPU).
-pub const CHROMIUM_FLAGS: &[&str] = &[
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-    "--mute-audio",
-];
+use crate::chromium::{Browser, LaunchSettings, Launcher, SetupError};
+use crate::egress;
 
 /// How long a command that is not bounded by the page's deadline may take
 /// (contexts, tabs, the screenshot).
@@ -87,6 +74,11 @@ pub struct RenderSettings {
     pub extra_cookies: Vec<(String, String)>,
     /// Upper bound for navigation plus readiness.
     pub page_timeout: Duration,
+    /// `CAPTURE_CHROMIUM_USER`: who Chromium runs as when the daemon is root.
+    pub chromium_user: Option<String>,
+    /// `CAPTURE_EGRESS_ALLOW`: the non-public `host:port` targets pages may
+    /// reach (local fixture pages, say).
+    pub egress_allow: egress::Allow,
 }
 
 /// What to render.
@@ -140,7 +132,7 @@ impl From<CdpError> for RenderError {
 }
 
 /// One running Chromium and the connection that drives it. Dropping the
-/// last handle kills the process (`headless_chrome` owns it).
+/// last handle kills the process and removes its profile.
 struct Instance {
     browser: Browser,
     cdp: cdp::Connection,
@@ -203,37 +195,31 @@ impl std::fmt::Debug for Chrome {
 impl Drop for Chrome {
     fn drop(&mut self) {
         // Stop Chromium here rather than whenever the housekeeping thread
-        // lets go of it (the process may exit first): headless_chrome kills
-        // it and removes its temporary profile when the last handle goes.
-        let running = self.shared.running().take();
-        drop(running);
+        // lets go of it (the process may exit first).
+        self.stop();
     }
-}
-
-fn process_alive(pid: u32) -> bool {
-    // A killed child stays a zombie until reaped: check the state too.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
-    })
 }
 
 impl Instance {
     fn alive(&self) -> bool {
-        !self.cdp.is_closed() && self.browser.get_process_id().is_some_and(process_alive)
+        !self.cdp.is_closed() && self.browser.running()
     }
 }
 
 impl Chrome {
-    /// Starts the launcher and housekeeping threads; Chromium itself starts
-    /// on first use (or [`Chrome::warm_up`]).
+    /// Starts the launcher (with its egress proxy) and housekeeping
+    /// threads; Chromium itself starts on first use (or [`Chrome::warm_up`]).
     ///
     /// # Errors
     ///
-    /// The launcher thread, its wrapper script or the housekeeping thread
-    /// could not be created.
-    pub fn new(settings: RenderSettings) -> std::io::Result<Arc<Self>> {
-        let launcher = Launcher::start(settings.chromium.clone())?;
+    /// [`SetupError`]: Chromium would run as root, or a thread or the
+    /// proxy could not be started.
+    pub fn new(settings: RenderSettings) -> Result<Arc<Self>, SetupError> {
+        let launcher = Launcher::start(LaunchSettings {
+            chromium: settings.chromium.clone(),
+            user: settings.chromium_user.clone(),
+            egress: settings.egress_allow.clone(),
+        })?;
         let shared = Arc::new(Shared {
             settings,
             running: Mutex::new(None),
@@ -244,7 +230,8 @@ impl Chrome {
         // Ends when the Chrome that owns the sender is dropped.
         std::thread::Builder::new()
             .name("chromium-housekeeping".into())
-            .spawn(move || housekeeping(&for_thread, &incoming))?;
+            .spawn(move || housekeeping(&for_thread, &incoming))
+            .map_err(SetupError::Start)?;
         Ok(Arc::new(Self {
             shared,
             launcher,
@@ -261,7 +248,13 @@ impl Chrome {
         self.shared
             .running()
             .as_ref()
-            .and_then(|r| r.instance.browser.get_process_id())
+            .map(|r| r.instance.browser.pid())
+    }
+
+    /// `capture_egress_refusals_total{reason}`: connections Chromium asked
+    /// for and the egress filter refused (for the daemon's registry).
+    pub fn egress_refusals(&self) -> prometheus::IntCounterVec {
+        self.launcher.egress_refusals()
     }
 
     /// The connection to the running Chromium (for diagnostics and tests).
@@ -317,6 +310,19 @@ impl Chrome {
         }
     }
 
+    /// Stops the running Chromium now and removes its profile directory,
+    /// even while a capture (given up on, at shutdown) still holds it; a
+    /// later capture would start a new one. Blocking, briefly.
+    ///
+    /// # Panics
+    ///
+    /// If a capture thread panicked while holding the browser lock.
+    pub fn stop(&self) {
+        if let Some(running) = self.shared.running().take() {
+            running.instance.browser.close();
+        }
+    }
+
     /// Starts Chromium and its spares now instead of on the first capture.
     ///
     /// # Errors
@@ -330,13 +336,9 @@ impl Chrome {
 
     fn launch(&self) -> Result<Running, RenderError> {
         let browser = self.launcher.launch().map_err(RenderError::Browser)?;
-        let cdp = cdp::Connection::connect(&browser.get_ws_url())?;
+        let cdp = browser.cdp().clone();
         let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::info!(
-            pid = browser.get_process_id(),
-            generation,
-            "Chromium started"
-        );
+        tracing::info!(pid = browser.pid(), generation, "Chromium started");
         Ok(Running {
             instance: Arc::new(Instance {
                 browser,

@@ -1,9 +1,13 @@
 # shellcheck shell=bash
 # The capture daemon in the local stack (sourced by scripts/dev after stack.sh): built from this
 # checkout, run in the background with the stack's settings, screenshots written under
-# $SCREENSHOT_DIR (STORAGE=fs:...), a local cookie-seal key in the stack's secrets.
+# $SCREENSHOT_DIR (STORAGE=fs:...), a local cookie-seal key in the stack's secrets. Run as root, it
+# starts Chromium as CAPTURE_CHROMIUM_USER (created if missing), which capture_write_env puts into
+# stack.env for the tests too.
 #
-# Settings (environment): CAPTURE_HEALTH_PORT (default GATEWAY_PORT + 3).
+# Settings (environment): CAPTURE_HEALTH_PORT (default GATEWAY_PORT + 3), CAPTURE_CHROMIUM_USER
+# (default signalcap-chromium, when run as root), CAPTURE_EGRESS_ALLOW (the host:port entries of
+# local pages Chromium may reach; passed through when set).
 
 capture_config() {
   CAPTURE_PID="$RUN_DIR/capture.pid"
@@ -31,6 +35,7 @@ capture_start() {
   info "capture: building (cargo build --locked -p capture)"
   (cd "$REPO_ROOT" && cargo build --locked -q -p capture) || die "cargo build -p capture failed"
   capture_ensure_key
+  ensure_chromium_user
   mkdir -p "$SCREENSHOT_DIR"
   info "capture: starting ($CAPTURE_HEALTH_URL, screenshots in $SCREENSHOT_DIR)"
   (
@@ -66,13 +71,19 @@ capture_status() {
   fi
 }
 
-# Adds the daemon's settings to stack.env (after stack_write_env rewrote it).
+# Adds the daemon's settings to stack.env (after stack_write_env rewrote it): where its
+# screenshots and /health are and, when run as root, the user its Chromium runs as (the capture
+# tests start Chromium too).
 capture_write_env() {
   capture_config
   grep -q '^SCREENSHOT_DIR=' "$STACK_ENV_FILE" 2>/dev/null || cat >>"$STACK_ENV_FILE" <<ENV
 SCREENSHOT_DIR=$SCREENSHOT_DIR
 CAPTURE_HEALTH_URL=$CAPTURE_HEALTH_URL
 ENV
+  if is_root && ! grep -q '^CAPTURE_CHROMIUM_USER=' "$STACK_ENV_FILE" 2>/dev/null; then
+    ensure_chromium_user
+    printf 'CAPTURE_CHROMIUM_USER=%s\n' "$(chromium_user)" >>"$STACK_ENV_FILE"
+  fi
 }
 
 # One demo alert for the demo trader, followed to its screenshot: prints the PNG's path.

@@ -55,6 +55,23 @@ ensure_service_user() {
   fi
 }
 
+# The OS user the capture daemon runs Chromium as when it runs as root (it refuses to start
+# Chromium as root): a user of its own, never the service user, which owns the database's files.
+chromium_user() {
+  printf '%s\n' "${CAPTURE_CHROMIUM_USER:-signalcap-chromium}"
+}
+
+ensure_chromium_user() {
+  is_root || return 0
+  local user
+  user="$(chromium_user)"
+  if ! id -u "$user" >/dev/null 2>&1; then
+    info "creating system user $user to run Chromium"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin "$user"
+  fi
+}
+
 # The command prefix that runs a program as the service user, keeping the environment; empty
 # when that is the caller. Sets the array SERVICE_USER_PREFIX.
 set_service_user_prefix() {

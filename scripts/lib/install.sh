@@ -66,4 +66,5 @@ install_prerequisites() {
   install_apt_packages
   install_npm_tools
   ensure_service_user
+  ensure_chromium_user
 }

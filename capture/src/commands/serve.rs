@@ -71,6 +71,11 @@ pub async fn run(
         config.shutdown_grace,
     )
     .await;
+    // Chromium and its profile go now: a capture given up on at shutdown
+    // may still hold them, and the process is about to exit.
+    tokio::task::spawn_blocking(move || chrome.stop())
+        .await
+        .context("Stopping Chromium panicked")?;
     tracing::info!(stopped = ?outcome.stopped, health_drain = ?outcome.health, "Capture daemon stopped");
     Ok(())
 }
@@ -92,14 +97,18 @@ fn build_worker(
         extra_cookies: config.extra_cookies.0.clone(),
         // Leave room for the upload within the job timeout.
         page_timeout: config.job_timeout.mul_f64(0.8),
+        chromium_user: config.chromium_user.clone(),
+        egress_allow: config.egress_allow.clone(),
     })
     .context("Failed to start the Chromium launcher")?;
+    let metrics = Metrics::new();
+    metrics.register(chrome.egress_refusals());
     let worker = Arc::new(Worker {
         queue,
         chrome: Arc::clone(&chrome),
         storage,
         keys,
-        metrics: Metrics::new(),
+        metrics,
         settings: Settings {
             worker_id: worker_id(config),
             concurrency: config.concurrency,

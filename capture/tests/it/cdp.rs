@@ -1,55 +1,62 @@
-//! The `DevTools` client's failure modes, against a websocket server the
-//! test controls: a socket that dies fails every pending call at once (so
-//! a killed Chromium fails its captures promptly), and a call that gets no
-//! answer fails at its deadline without spoiling the connection.
+//! The `DevTools` client's failure modes, against a fake Chromium on the
+//! two pipes the test controls: a pipe that closes fails every pending call
+//! at once (so a killed Chromium fails its captures promptly), a call that
+//! gets no answer fails at its deadline without spoiling the connection,
+//! and messages are framed by NUL bytes, however the pipe splits them.
 
-use std::net::TcpListener;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use capture::cdp::{CdpError, Connection};
 use serde_json::{Value, json};
-use tungstenite::Message;
 
-/// A one-connection websocket server; `answer` sees each command and
-/// returns the replies to send (none: stay silent), or `None` to drop the
-/// connection.
+/// A fake Chromium: `answer` sees each command and returns the replies to
+/// send (none: stay silent), or `None` to close both pipes. Returns the
+/// connection to it and the methods it was sent, in order.
 fn server(
     mut answer: impl FnMut(&Value) -> Option<Vec<Value>> + Send + 'static,
-) -> (String, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "ws://{}/devtools/browser/test",
-        listener.local_addr().unwrap()
-    );
+) -> (Connection, mpsc::Receiver<String>) {
+    let (from_daemon, to_chromium) = std::io::pipe().unwrap();
+    let (from_chromium, mut to_daemon) = std::io::pipe().unwrap();
     let (seen, methods) = mpsc::channel();
     std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut socket = tungstenite::accept(stream).unwrap();
+        let mut commands = BufReader::new(from_daemon);
         loop {
-            let Ok(Message::Text(text)) = socket.read() else {
+            let mut message = Vec::new();
+            if commands.read_until(0, &mut message).unwrap_or(0) == 0 {
                 return;
-            };
-            let command: Value = serde_json::from_str(text.as_str()).unwrap();
+            }
+            assert_eq!(message.pop(), Some(0), "every command ends with a NUL byte");
+            let command: Value = serde_json::from_slice(&message).unwrap();
             let _ = seen.send(command["method"].as_str().unwrap_or("").to_owned());
             match answer(&command) {
                 Some(replies) => {
                     for reply in replies {
-                        socket.send(Message::text(reply.to_string())).unwrap();
+                        let mut bytes = reply.to_string().into_bytes();
+                        bytes.push(0);
+                        // Split in two writes: the reader must put them together.
+                        let (head, tail) = bytes.split_at(bytes.len() / 2);
+                        to_daemon.write_all(head).unwrap();
+                        to_daemon.flush().unwrap();
+                        to_daemon.write_all(tail).unwrap();
                     }
                 }
-                // Dropping the socket closes the TCP connection, no close frame.
+                // Dropping both ends: what a dying Chromium does.
                 None => return,
             }
         }
     });
-    (url, methods)
+    (
+        Connection::new(from_chromium, to_chromium).unwrap(),
+        methods,
+    )
 }
 
 #[test]
 fn replies_reach_their_callers_in_any_order_and_errors_say_why() {
     let mut held: Option<Value> = None;
-    let (url, _) = server(move |command| {
+    let (connection, _) = server(move |command| {
         let id = command["id"].clone();
         Some(match command["method"].as_str() {
             // Answered only after the next command, to cross the replies.
@@ -64,7 +71,6 @@ fn replies_reach_their_callers_in_any_order_and_errors_say_why() {
             _ => vec![json!({ "id": id, "error": { "code": -32000, "message": "No such thing" } })],
         })
     });
-    let connection = Connection::connect(&url).unwrap();
     let first = connection.send(None, "First", json!({})).unwrap();
     let second = connection.send(Some("s"), "Second", json!({})).unwrap();
     let limit = Duration::from_secs(5);
@@ -80,14 +86,13 @@ fn replies_reach_their_callers_in_any_order_and_errors_say_why() {
 }
 
 #[test]
-fn a_socket_that_dies_fails_every_pending_call_at_once() {
+fn a_pipe_that_closes_fails_every_pending_call_at_once() {
     // Silent for the first two commands, then the connection drops.
     let mut count = 0;
-    let (url, methods) = server(move |_| {
+    let (connection, methods) = server(move |_| {
         count += 1;
         (count < 3).then(Vec::new)
     });
-    let connection = Connection::connect(&url).unwrap();
     let limit = Duration::from_secs(30);
     let waiting: Vec<_> = ["Slow.one", "Slow.two"]
         .into_iter()
@@ -103,7 +108,7 @@ fn a_socket_that_dies_fails_every_pending_call_at_once() {
         assert_eq!(methods.recv().unwrap(), expected);
     }
     let started = Instant::now();
-    let killer = connection.call(None, "Kill.socket", json!({}), limit);
+    let killer = connection.call(None, "Kill.pipe", json!({}), limit);
     assert!(matches!(killer, Err(CdpError::Closed(_))), "{killer:?}");
     for waiter in waiting {
         let (result, _) = waiter.join().unwrap();
@@ -124,7 +129,7 @@ fn a_socket_that_dies_fails_every_pending_call_at_once() {
 
 #[test]
 fn a_call_without_answer_times_out_and_the_connection_stays_usable() {
-    let (url, _) = server(|command| {
+    let (connection, _) = server(|command| {
         let id = command["id"].clone();
         Some(match command["method"].as_str() {
             Some("Never") => Vec::new(),
@@ -135,7 +140,6 @@ fn a_call_without_answer_times_out_and_the_connection_stays_usable() {
             ],
         })
     });
-    let connection = Connection::connect(&url).unwrap();
     let started = Instant::now();
     let result = connection.call(None, "Never", json!({}), Duration::from_millis(300));
     let took = started.elapsed();
@@ -161,12 +165,30 @@ fn a_call_without_answer_times_out_and_the_connection_stays_usable() {
 }
 
 #[test]
-fn nothing_listening_is_a_connect_error() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let result = Connection::connect(&format!("ws://127.0.0.1:{port}/devtools/browser/x"));
-    assert!(matches!(result, Err(CdpError::Connect(_))), "{result:?}");
+fn a_chromium_that_never_reads_does_not_block_the_caller() {
+    // Nobody reads the daemon's commands: the pipe fills up (64 KiB), and
+    // sending must still return at once, each call failing at its deadline.
+    let (_from_daemon, to_chromium) = std::io::pipe().unwrap();
+    let (from_chromium, _to_daemon) = std::io::pipe().unwrap();
+    let connection = Connection::new(from_chromium, to_chromium).unwrap();
+    let big = "x".repeat(100_000);
+    let started = Instant::now();
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            connection
+                .send(None, "Big", json!({ "data": big }))
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "sending did not wait for the pipe: {:?}",
+        started.elapsed()
+    );
+    for call in calls {
+        assert!(matches!(
+            call.wait(Duration::from_millis(100)),
+            Err(CdpError::Timeout { .. })
+        ));
+    }
 }

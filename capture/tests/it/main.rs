@@ -14,7 +14,13 @@
 //! - `database_tls`: the binary refuses a Postgres certificate for another
 //!   name under `verify-full`.
 //! - `spares`: pre-warmed pages serve one capture each.
-//! - `cdp`: the `DevTools` client's failure modes.
+//! - `cdp`: the `DevTools` client's failure modes over its pipe.
+//! - `isolation`: Chromium's processes: not root, sandboxed, no secrets in
+//!   their environment, no `DevTools` port; a root daemon without
+//!   `CAPTURE_CHROMIUM_USER` refuses to start.
+//! - `egress`: pages reach no loopback, private or metadata address, by any
+//!   kind of request, but do reach a `CAPTURE_EGRESS_ALLOW` entry; the
+//!   egress proxy serves Chromium's user only.
 //! - `prune`: `capture prune` and Storage's delete call.
 //! - `telegram`: the Bot API contract.
 //! - `support`: the stubs, test data, and the two ways to run the daemon
@@ -24,6 +30,8 @@
 mod cdp;
 mod database_tls;
 mod drain;
+mod egress;
+mod isolation;
 mod process;
 mod prune;
 mod session;

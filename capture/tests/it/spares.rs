@@ -33,7 +33,11 @@ async fn a_spare_serves_one_capture_and_is_then_disposed_of() {
     let charts = ChartServer::start(50).await;
     let tv = session("spare");
     charts.accept(&tv, "spare");
-    let chrome = Chrome::new(render_settings(Duration::from_secs(10))).unwrap();
+    let chrome = Chrome::new(render_settings(
+        Duration::from_secs(10),
+        &charts.egress_entry(),
+    ))
+    .unwrap();
     let request = chart(&charts, &tv);
     let used = blocking({
         let chrome = Arc::clone(&chrome);
@@ -91,7 +95,11 @@ async fn a_relaunched_chromium_gets_new_spares_and_the_old_ones_are_dropped() {
     let charts = ChartServer::start(50).await;
     let tv = session("relaunch");
     charts.accept(&tv, "spare");
-    let chrome = Chrome::new(render_settings(Duration::from_secs(10))).unwrap();
+    let chrome = Chrome::new(render_settings(
+        Duration::from_secs(10),
+        &charts.egress_entry(),
+    ))
+    .unwrap();
     let request = chart(&charts, &tv);
     blocking(move || {
         chrome.warm_up().unwrap();

@@ -96,6 +96,12 @@ impl ChartServer {
         server
     }
 
+    /// Its `host:port`, as `CAPTURE_EGRESS_ALLOW` names it: Chromium may
+    /// reach it although it is on loopback.
+    pub(crate) fn egress_entry(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+
     /// Accepts `session` for chart `chart_id` from now on.
     pub(crate) fn accept(&self, session: &TradingViewSession, chart_id: &str) {
         self.valid_sessions

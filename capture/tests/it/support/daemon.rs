@@ -48,8 +48,11 @@ impl Knobs {
     }
 }
 
-/// Chromium settings that fit the chart server's page.
-pub(crate) fn render_settings(job_timeout: Duration) -> RenderSettings {
+/// Chromium settings that fit the chart server's page; `allow` is the
+/// `CAPTURE_EGRESS_ALLOW` entry of the loopback server Chromium may reach
+/// ([`ChartServer::egress_entry`]). As `CAPTURE_CHROMIUM_USER` when the
+/// tests run as root.
+pub(crate) fn render_settings(job_timeout: Duration, allow: &str) -> RenderSettings {
     RenderSettings {
         chromium: std::env::var("CHROMIUM_PATH")
             .unwrap_or_else(|_| "/usr/bin/chromium".into())
@@ -64,6 +67,8 @@ pub(crate) fn render_settings(job_timeout: Duration) -> RenderSettings {
             "accepted".into(),
         )],
         page_timeout: job_timeout.mul_f64(0.8),
+        chromium_user: chromium_user(),
+        egress_allow: allow.parse().unwrap(),
     }
 }
 
@@ -71,6 +76,14 @@ pub(crate) fn render_settings(job_timeout: Duration) -> RenderSettings {
 /// settings).
 pub(crate) fn database(test_db: &TestDb) -> service_runtime::postgres::ConnectConfig {
     service_runtime::postgres::ConnectConfig::from_url(&test_db.url).expect("the test database URL")
+}
+
+/// `CAPTURE_CHROMIUM_USER` from the test's environment (the stack's
+/// `stack.env` sets it when the stack runs as root).
+pub(crate) fn chromium_user() -> Option<String> {
+    std::env::var("CAPTURE_CHROMIUM_USER")
+        .ok()
+        .filter(|u| !u.is_empty())
 }
 
 /// A worker over `test_db`, rendering `charts`' pages in its own Chromium.
@@ -83,12 +96,16 @@ pub(crate) fn worker(test_db: &TestDb, charts: &ChartServer, knobs: Knobs) -> Ar
         },
     )
     .unwrap();
+    let chrome = Chrome::new(render_settings(knobs.job_timeout, &charts.egress_entry()))
+        .expect("the Chromium launcher");
+    let metrics = Metrics::new();
+    metrics.register(chrome.egress_refusals());
     Arc::new(Worker {
         queue: Queue::new(pool),
-        chrome: Chrome::new(render_settings(knobs.job_timeout)).expect("the Chromium launcher"),
+        chrome,
         storage: knobs.storage,
         keys: Some(Arc::new(keyring())),
-        metrics: Metrics::new(),
+        metrics,
         settings: Settings {
             worker_id: format!("test-{}", Uuid::new_v4().simple()),
             concurrency: knobs.concurrency,
@@ -148,7 +165,8 @@ pub(crate) struct Daemon {
 }
 
 /// Starts the `capture` binary against `test_db`, storing screenshots under
-/// `screenshots`, with only the environment given here.
+/// `screenshots`, with only the environment given here (and
+/// `CAPTURE_CHROMIUM_USER` when the tests have one).
 pub(crate) fn spawn_daemon(test_db: &TestDb, screenshots: &Path, spawn: Spawn<'_>) -> Daemon {
     let health_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -174,11 +192,16 @@ pub(crate) fn spawn_daemon(test_db: &TestDb, screenshots: &Path, spawn: Spawn<'_
             Stdio::null()
         })
         .stdout(Stdio::null());
+    if let Some(user) = chromium_user() {
+        command.env("CAPTURE_CHROMIUM_USER", user);
+    }
     if let Some(charts) = spawn.charts {
-        command.env(
-            "CAPTURE_CHART_URL_TEMPLATE",
-            format!("{}/chart/{{chart_id}}/?symbol={{symbol}}", charts.base),
-        );
+        command
+            .env(
+                "CAPTURE_CHART_URL_TEMPLATE",
+                format!("{}/chart/{{chart_id}}/?symbol={{symbol}}", charts.base),
+            )
+            .env("CAPTURE_EGRESS_ALLOW", charts.egress_entry());
     }
     for (name, value) in spawn.env {
         command.env(name, value);
