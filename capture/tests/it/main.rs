@@ -21,6 +21,7 @@
 
 mod cdp;
 mod drain;
+mod page;
 mod process;
 mod prune;
 mod session;

@@ -9,8 +9,9 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use capture::daemon::{self, Stopped};
+use capture::daemon::{self, Stopped, Upkeep};
 use capture::metrics::Metrics;
+use capture::page::PageRules;
 use capture::queue::Queue;
 use capture::render::{Chrome, RenderSettings};
 use capture::storage::Storage;
@@ -20,7 +21,6 @@ use stack_harness::TestDb;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use super::chart_server::{LOGIN_CHECK, READY_CHECK};
 use super::{ChartServer, keyring, seal_keys_spec};
 
 /// How a test's in-process worker differs from the default.
@@ -33,6 +33,9 @@ pub(crate) struct Knobs {
     /// ready).
     pub(crate) chart_query: &'static str,
     pub(crate) telegram: Option<Arc<Telegram>>,
+    /// How the chart page is read (the daemon's defaults unless a test
+    /// says otherwise).
+    pub(crate) page: PageRules,
 }
 
 impl Knobs {
@@ -44,21 +47,26 @@ impl Knobs {
             storage,
             chart_query: "",
             telegram: None,
+            page: PageRules::default(),
         }
     }
 }
 
-/// Chromium settings that fit the chart server's page.
+/// Chromium settings with the daemon's defaults for the page (the chart
+/// server's page is shaped like TradingView's).
 pub(crate) fn render_settings(job_timeout: Duration) -> RenderSettings {
+    render_settings_with(job_timeout, PageRules::default())
+}
+
+/// Chromium settings that read the page with `page`.
+pub(crate) fn render_settings_with(job_timeout: Duration, page: PageRules) -> RenderSettings {
     RenderSettings {
         chromium: std::env::var("CHROMIUM_PATH")
             .unwrap_or_else(|_| "/usr/bin/chromium".into())
             .into(),
         recycle_after: 100,
         prewarm: 1,
-        ready_check: READY_CHECK.into(),
-        login_check: LOGIN_CHECK.into(),
-        hide_css: ".toast { display: none !important; }".into(),
+        page,
         extra_cookies: vec![(
             "cookiePrivacyPreferenceBannerProduction".into(),
             "accepted".into(),
@@ -77,7 +85,8 @@ pub(crate) fn worker(test_db: &TestDb, charts: &ChartServer, knobs: Knobs) -> Ar
         .unwrap();
     Arc::new(Worker {
         queue: Queue::new(pool),
-        chrome: Chrome::new(render_settings(knobs.job_timeout)).expect("the Chromium launcher"),
+        chrome: Chrome::new(render_settings_with(knobs.job_timeout, knobs.page))
+            .expect("the Chromium launcher"),
         storage: knobs.storage,
         keys: Some(Arc::new(keyring())),
         metrics: Metrics::new(),
@@ -98,12 +107,18 @@ pub(crate) fn worker(test_db: &TestDb, charts: &ChartServer, knobs: Knobs) -> Ar
 
 /// Runs `worker` in drain mode until the queue is empty (at most 90 s).
 pub(crate) async fn drain(test_db: &TestDb, worker: Arc<Worker>) {
+    drain_with(test_db, worker, Upkeep::default()).await;
+}
+
+/// [`drain`] with the daemon's periodic work besides the queue.
+pub(crate) async fn drain_with(test_db: &TestDb, worker: Arc<Worker>, upkeep: Upkeep) {
     let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let outcome = tokio::time::timeout(
         Duration::from_secs(90),
         daemon::run(
             health,
             worker,
+            upkeep,
             test_db.url.clone(),
             Mode::Drain,
             std::future::pending(),
@@ -155,8 +170,8 @@ pub(crate) fn spawn_daemon(test_db: &TestDb, screenshots: &Path, spawn: Spawn<'_
         .env("DATABASE_URL", &test_db.url)
         .env("STORAGE", format!("fs:{}", screenshots.display()))
         .env("COOKIE_SEAL_KEYS", seal_keys_spec())
-        .env("CAPTURE_READY_CHECK", READY_CHECK)
-        .env("CAPTURE_LOGIN_CHECK", LOGIN_CHECK)
+        // Nothing beyond 127.0.0.1: the session checks go to a closed port.
+        .env("CAPTURE_TRADINGVIEW_URL", "http://127.0.0.1:9/")
         .env("CAPTURE_HEALTH_LISTEN", format!("127.0.0.1:{health_port}"))
         .env("CAPTURE_POLL_INTERVAL", "500ms")
         .env("RUST_LOG", "capture=debug,info")
