@@ -6,6 +6,7 @@ pub(crate) mod chart_server;
 pub(crate) mod daemon;
 pub(crate) mod storage_stub;
 pub(crate) mod telegram_stub;
+pub(crate) mod tradingview_home;
 
 use std::path::PathBuf;
 
