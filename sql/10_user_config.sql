@@ -13,7 +13,8 @@
 --     (reseal_tradingview_session only moves a stored one to another key)
 --     or forgotten (ingest's session endpoint, on both of its database paths; capture's operator
 --     commands): only a value in cookie-seal's format is stored, never plaintext; storing marks the
---     session valid, forgetting (null) marks it invalid. Service role only.
+--     session valid and not yet checked (cookies_checked_at null), forgetting (null) marks it
+--     invalid. Service role only.
 
 create or replace function private.new_webhook_token()
 returns text
@@ -179,7 +180,8 @@ begin
   update public.user_config
      set tradingview_cookies_sealed = p_sealed,
          cookies_valid = p_sealed is not null,
-         cookies_updated_at = now()
+         cookies_updated_at = now(),
+         cookies_checked_at = null
    where user_id = p_user_id;
   return found;
 end;

@@ -7,6 +7,8 @@
 --     must outlive the job timeout (at least 10 s; the daemon uses timeout + margin).
 --   * complete/skip/fail/release act only with the current lease token: a worker whose lease expired
 --     and was reclaimed gets `false`/'stale' and its result is thrown away.
+--   * complete_capture_job() may carry a note for the trader about the stored picture (the chart
+--     showed another symbol than the alert's, say); it lands in screenshot_error, null otherwise.
 --   * fail_capture_job() retries after 2 s, 4 s, 8 s ... (2^attempt s, + up to 10 % jitter) and
 --     dead-letters the job as `failed`, keeping the reason, once max_attempts (default 3) are used or
 --     the failure is not retryable (an expired TradingView session, say).
@@ -112,11 +114,16 @@ $$;
 comment on function private.claim_capture_jobs(text, integer, interval) is
   'Claims up to p_limit due jobs by (priority, run_at) under a lease, with everything a capture needs.';
 
+-- p_note (since issue 13): what the trader should know about a picture that was stored, e.g. that
+-- the chart showed another symbol than the alert's. It lands in screenshot_error (null otherwise):
+-- on a completed signal that column is a note about the picture, as retention's is.
+drop function if exists private.complete_capture_job(uuid, uuid, text, text);
 create or replace function private.complete_capture_job(
   p_signal_id uuid,
   p_lease_token uuid,
   p_screenshot_path text,
-  p_screenshot_url text default null
+  p_screenshot_url text default null,
+  p_note text default null
 )
 returns boolean
 language plpgsql
@@ -135,13 +142,13 @@ begin
   end if;
   update public.signals
      set screenshot_status = 'completed', screenshot_path = p_screenshot_path,
-         screenshot_url = p_screenshot_url, screenshot_error = null
+         screenshot_url = p_screenshot_url, screenshot_error = left(nullif(p_note, ''), 2000)
    where id = p_signal_id;
   return true;
 end;
 $$;
-comment on function private.complete_capture_job(uuid, uuid, text, text) is
-  'Marks the signal completed with its screenshot, if the caller still holds the lease; false for a stale worker.';
+comment on function private.complete_capture_job(uuid, uuid, text, text, text) is
+  'Marks the signal completed with its screenshot (and a note for the trader, if any), if the caller still holds the lease; false for a stale worker.';
 
 create or replace function private.skip_capture_job(p_signal_id uuid, p_lease_token uuid, p_reason text)
 returns boolean
@@ -346,7 +353,7 @@ declare
 begin
   foreach f in array array[
     'private.claim_capture_jobs(text, integer, interval)',
-    'private.complete_capture_job(uuid, uuid, text, text)',
+    'private.complete_capture_job(uuid, uuid, text, text, text)',
     'private.skip_capture_job(uuid, uuid, text)',
     'private.fail_capture_job(uuid, uuid, text, boolean)',
     'private.release_capture_job(uuid, uuid)',

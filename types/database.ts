@@ -119,9 +119,38 @@ export type Database = {
         };
         Relationships: [];
       };
+      trader_notices: {
+        Row: {
+          created_at: string;
+          id: number;
+          kind: string;
+          message: string;
+          read_at: string | null;
+          user_id: string;
+        };
+        ComputedFields: never;
+        Insert: {
+          created_at?: string;
+          id?: never;
+          kind: string;
+          message: string;
+          read_at?: string | null;
+          user_id: string;
+        };
+        Update: {
+          created_at?: string;
+          id?: never;
+          kind?: string;
+          message?: string;
+          read_at?: string | null;
+          user_id?: string;
+        };
+        Relationships: [];
+      };
       user_config: {
         Row: {
           chart_theme: string;
+          cookies_checked_at: string | null;
           cookies_updated_at: string | null;
           cookies_valid: boolean;
           created_at: string;
@@ -145,6 +174,7 @@ export type Database = {
         ComputedFields: never;
         Insert: {
           chart_theme?: string;
+          cookies_checked_at?: string | null;
           cookies_updated_at?: string | null;
           cookies_valid?: boolean;
           created_at?: string;
@@ -167,6 +197,7 @@ export type Database = {
         };
         Update: {
           chart_theme?: string;
+          cookies_checked_at?: string | null;
           cookies_updated_at?: string | null;
           cookies_valid?: boolean;
           created_at?: string;

@@ -14,23 +14,12 @@ use service_runtime::{Logging, SecretString, SupabaseSettings};
 use url::Url;
 
 use crate::egress;
+use crate::page::PageRules;
+use crate::session_check::SessionCheckSettings;
 use crate::storage::StorageKind;
 
 /// TradingView's chart page for the signal's symbol and interval.
 pub const DEFAULT_CHART_URL: &str = "https://www.tradingview.com/chart/{chart_id}/?symbol={symbol}&interval={interval}&theme={theme}";
-/// TradingView's chart is drawn: the chart canvas and the legend exist and
-/// no loading spinner shows.
-pub const DEFAULT_READY_CHECK: &str = "!!document.querySelector('.chart-markup-table canvas') \
-&& !!document.querySelector('[data-name=\"legend\"]') \
-&& !document.querySelector('.tv-spinner--shown, [class*=\"spinner\"]:not([style*=\"display: none\"])')";
-/// TradingView shows its sign-in wall (the session was not accepted).
-pub const DEFAULT_LOGIN_CHECK: &str = "location.pathname.startsWith('/accounts/signin') \
-|| !!document.querySelector('[data-dialog-name=\"sign-in\"], .tv-signin-dialog, .js-signin-dialog')";
-/// Dialogs, toasts and toolbars that would cover the chart.
-pub const DEFAULT_HIDE_CSS: &str = "[data-dialog-name], [role=\"dialog\"], .tv-dialog, \
-[class*=\"toast\"], [data-name=\"header-toolbar\"], [data-name=\"drawing-toolbar\"], \
-[data-name=\"right-toolbar\"], [class*=\"cookie\"] { display: none !important; }";
-
 /// The `capture` binary's settings.
 #[derive(Debug, Parser)]
 #[command(name = "capture", version, about, long_about = None)]
@@ -134,21 +123,15 @@ pub struct Config {
     #[arg(long, env = "CAPTURE_CHART_URL_TEMPLATE", default_value = DEFAULT_CHART_URL)]
     pub chart_url_template: String,
 
-    /// JavaScript expression polled until true: the chart is drawn.
-    #[arg(long, env = "CAPTURE_READY_CHECK", default_value = DEFAULT_READY_CHECK)]
-    pub ready_check: String,
+    /// How the chart page is read: drawn, signed out, the chart area, the
+    /// overlays (see [`crate::page`]).
+    #[command(flatten)]
+    pub page: PageRules,
 
-    /// JavaScript expression: true when the page shows a sign-in wall, i.e.
-    /// the trader's session expired.
-    #[arg(long, env = "CAPTURE_LOGIN_CHECK", default_value = DEFAULT_LOGIN_CHECK)]
-    pub login_check: String,
-
-    /// CSS injected into chart pages to hide dialogs, toasts and toolbars.
-    #[arg(long, env = "CAPTURE_HIDE_CSS", default_value = DEFAULT_HIDE_CSS)]
-    pub hide_css: String,
-
-    /// Cookies set with the session, `name=value` separated by `;` (the
-    /// default suppresses TradingView's privacy banner).
+    /// Cookies set with the session, `name=value` separated by `;`. The
+    /// default presets TradingView's cookie banner as answered, so it never
+    /// covers the chart (evidence: the screenshot tools set
+    /// `cookiePrivacyPreferenceBannerProduction`).
     #[arg(long, env = "CAPTURE_EXTRA_COOKIES", default_value = "cookiePrivacyPreferenceBannerProduction=accepted",
           value_parser = parse_cookies)]
     pub extra_cookies: Cookies,
@@ -181,6 +164,11 @@ pub struct Config {
     #[arg(long, env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
     pub telegram_bot_token: Option<SecretString>,
 
+    /// The TradingView session checks (`check-sessions`, and the daemon's
+    /// periodic check).
+    #[command(flatten)]
+    pub session_checks: SessionCheckSettings,
+
     /// The Bot API's base URL.
     #[arg(
         long,
@@ -204,10 +192,16 @@ pub enum Command {
         #[arg(long)]
         user_id: uuid::Uuid,
     },
-    /// Delete screenshots older than their owner's plan retention (through
-    /// the Storage API, or from the `fs:` directory), then clear the rows'
-    /// screenshot fields. Safe to interrupt and to re-run: schedule it
-    /// (cron, a systemd timer) once a day.
+    /// Check every stored TradingView session due for a check (not checked
+    /// within `CAPTURE_SESSION_CHECK_INTERVAL`) now, over HTTP: valid ones
+    /// stay valid, signed-out ones are marked expired and their traders told.
+    /// Shares the daemon's schedule, so neither checks a session twice within
+    /// an interval.
+    CheckSessions,
+    /// Delete screenshots older than their owner's plan retention and those
+    /// of deleted signals (through the Storage API, or from the `fs:`
+    /// directory), then clear the rows' screenshot fields. Safe to interrupt
+    /// and to re-run: schedule it (cron, a systemd timer) once a day.
     Prune {
         /// Screenshots deleted per Storage request.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]

@@ -1,12 +1,16 @@
 //! The daemon's top level: what runs, and how it stops.
 //!
-//! Three parts run side by side: the health/metrics endpoint, the LISTEN
-//! session ([`crate::listener`]) and the queue loop ([`crate::worker`]). The
-//! queue loop ends on shutdown (after finishing or giving back its jobs
-//! within the grace period) or, in drain mode, when the queue is empty; then
-//! the listener is cancelled and the health server is stopped with the same
-//! grace period, so the process answers probes for as long as it is doing
-//! anything.
+//! Five parts run side by side: the health/metrics endpoint, the LISTEN
+//! session ([`crate::listener`]), the queue loop ([`crate::worker`]), the
+//! removal of deleted signals' screenshots ([`crate::deletions`], every
+//! [`crate::deletions::DELETIONS_EVERY`]) and the TradingView session
+//! checks with their gauge ([`crate::session_check`]). The queue loop ends
+//! on shutdown (after finishing or giving back its jobs within the grace
+//! period) or, in drain mode, when the queue is empty (then the deletions
+//! due are removed once more, so a drain leaves nothing queued that it
+//! could do); then the periodic parts and the listener are cancelled and
+//! the health server is stopped with the same grace period, so the process
+//! answers probes for as long as it is doing anything.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,8 +22,20 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::deletions::{self, DELETIONS_EVERY};
 use crate::health::{HealthState, serve_health};
+use crate::session_check::SessionChecks;
 use crate::worker::{Mode, Worker};
+
+/// The daemon's periodic work beside the queue.
+#[derive(Debug, Default)]
+pub struct Upkeep {
+    /// The session checks and the sessions gauge; `None`: neither.
+    pub sessions: Option<Arc<SessionChecks>>,
+    /// Whether the sessions are checked (`CAPTURE_SESSION_CHECK_INTERVAL`
+    /// not `off`, and seal keys to open them); the gauge is kept either way.
+    pub check_sessions: bool,
+}
 
 /// Why [`run`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +62,7 @@ pub async fn run(
     health: TcpListener,
     worker: Arc<Worker>,
     database: ConnectConfig,
+    upkeep: Upkeep,
     mode: Mode,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -75,8 +92,17 @@ pub async fn run(
         stop_listening.clone(),
     ));
 
+    let stop_periodic = CancellationToken::new();
+    let removing = tokio::spawn(remove_deleted_screenshots(
+        Arc::clone(&worker),
+        stop_periodic.clone(),
+    ));
+    let checking = upkeep
+        .sessions
+        .map(|sessions| tokio::spawn(sessions.run(upkeep.check_sessions, stop_periodic.clone())));
+
     let stop = CancellationToken::new();
-    let mut work = tokio::spawn(worker.run(mode, wake, stop.clone(), grace));
+    let mut work = tokio::spawn(Arc::clone(&worker).run(mode, wake, stop.clone(), grace));
     let stopped = tokio::select! {
         result = &mut work => {
             if let Err(join_error) = result {
@@ -93,6 +119,14 @@ pub async fn run(
         }
     };
 
+    stop_periodic.cancel();
+    let _ = removing.await;
+    if let Some(checking) = checking {
+        let _ = checking.await;
+    }
+    if stopped == Stopped::Drained {
+        remove_deleted_once(&worker, &CancellationToken::new()).await;
+    }
     stop_listening.cancel();
     let _ = listener.await;
     let _ = stop_health.send(());
@@ -106,4 +140,39 @@ pub async fn run(
         }
     };
     Outcome { stopped, health }
+}
+
+/// Removes deleted signals' screenshots every [`DELETIONS_EVERY`] until
+/// `stop`.
+async fn remove_deleted_screenshots(worker: Arc<Worker>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        remove_deleted_once(&worker, &stop).await;
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = tokio::time::sleep(DELETIONS_EVERY) => {}
+        }
+    }
+}
+
+/// One pass over the deletions due; failures are logged (and the entries
+/// retried by the next pass).
+async fn remove_deleted_once(worker: &Worker, stop: &CancellationToken) {
+    let db = match worker.queue.pool().get().await {
+        Ok(db) => db,
+        Err(error) => {
+            tracing::warn!(error = %error, "No database connection for the screenshot deletions");
+            return;
+        }
+    };
+    if let Err(error) = deletions::remove_due(
+        &db,
+        &worker.storage,
+        deletions::BATCH,
+        Some(&worker.metrics),
+        stop,
+    )
+    .await
+    {
+        tracing::warn!(error = %error, "Removing deleted signals' screenshots failed");
+    }
 }

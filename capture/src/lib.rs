@@ -12,7 +12,8 @@
 //!   wake-up, a finished job or the poll interval) and the life of one job.
 //! - [`render`]: one Chromium per daemon, one fresh browser context per
 //!   capture (pre-warmed spares, so a job starts on a ready tab); the
-//!   trader's chart with their session, or
+//!   trader's chart with their session, read as [`page`] says (drawn, signed
+//!   out, the chart area, the overlays, the symbol), or
 //! - [`history_chart`]: the built-in chart of the trader's signal history.
 //! - [`chromium`]: Chromium started isolated (never as root, sandboxed, an
 //!   empty environment, a fresh profile per launch) and so that it dies
@@ -23,7 +24,10 @@
 //! - [`cdp`]: the daemon's own `DevTools` client (over Chromium's
 //!   `--remote-debugging-pipe`, flattened page sessions, a deadline per
 //!   command) that [`render`] drives it with.
-//! - [`storage`]: Supabase Storage over REST, or a directory.
+//! - [`storage`]: Supabase Storage over REST, or a directory; its answers
+//!   read as Storage means them (retry what a retry can fix).
+//! - [`deletions`]: removes the screenshots of deleted signals, which the
+//!   database queues, through the Storage API.
 //! - [`metrics`] and [`health`]: `GET /health`, `/health/live`, `/metrics`.
 //! - [`daemon`]: [`daemon::run`] ties them together and stops them in order.
 //! - [`prune`]: deletes screenshots past their owner's plan retention
@@ -31,8 +35,11 @@
 //!   to re-run.
 //! - [`session`]: the trader's stored TradingView session as operators
 //!   administer it (store one, re-seal all under the current key).
+//! - [`session_check`]: each stored session checked over HTTP before it
+//!   fails (at most once per interval, spread over it), the trader told
+//!   when it expired, and the sessions gauge.
 //! - [`commands`]: one module per subcommand of the `capture` binary (the
-//!   daemon, `set-session`, `reseal-cookies`, `prune`), built from
+//!   daemon, `set-session`, `reseal-cookies`, `check-sessions`, `prune`), built from
 //!   [`config`]; `main` only picks one.
 //! - [`telegram`]: the Bot API client that sends a trader their signal and
 //!   its screenshot (or why there is none) when they asked for it; retried
@@ -49,15 +56,18 @@ pub mod chromium;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod deletions;
 pub mod egress;
 pub mod health;
 pub mod history_chart;
 pub mod listener;
 pub mod metrics;
+pub mod page;
 pub mod prune;
 pub mod queue;
 pub mod render;
 pub mod session;
+pub mod session_check;
 pub mod storage;
 pub mod telegram;
 pub mod worker;

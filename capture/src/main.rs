@@ -2,7 +2,7 @@
 //! shares, and run the one asked for (see [`capture::commands`]).
 
 use anyhow::Context as _;
-use capture::commands::{self, prune, reseal_cookies, serve, set_session};
+use capture::commands::{self, check_sessions, prune, reseal_cookies, serve, set_session};
 use capture::config::{Command, Config};
 use service_runtime::{cli, telemetry};
 
@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
             set_session::run(&pool, keys.as_deref(), user_id, std::io::stdin().lock()).await
         }
         Some(Command::ResealCookies) => reseal_cookies::run(&pool, keys.as_deref()).await,
+        Some(Command::CheckSessions) => check_sessions::run(&config, pool, keys).await,
         Some(Command::Prune { batch_size }) => prune::run(&config, &pool, batch_size).await,
     }
 }

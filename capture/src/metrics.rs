@@ -4,7 +4,8 @@
 //! run several daemons in one process read their own numbers.
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The daemon's metrics.
@@ -26,6 +27,17 @@ pub struct Metrics {
     /// 1 when the last queue check (every 2 s) reached the database, 0 when
     /// it failed; 0 until the first check.
     pub database_up: IntGauge,
+    /// Stored TradingView sessions by `state` (`valid`: checked and signed
+    /// in; `expired`; `unchecked`: valid as stored, not checked since), as
+    /// the database counts them: every daemon reports the same numbers. No
+    /// series until the first count, so a restart never shows a jump from
+    /// zero (the `TradingViewSessionsExpiring` alert reads its `delta`).
+    pub tradingview_sessions: IntGaugeVec,
+    /// Session checks by `outcome` (`valid`, `expired`, `unknown`, `stale`).
+    pub session_checks: IntCounterVec,
+    /// Screenshots of deleted signals removed from Storage, and deletions
+    /// that failed (retried later), by `outcome` (`deleted`, `failed`).
+    pub screenshot_deletions: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -69,6 +81,30 @@ impl Metrics {
             "1 when the last queue check reached the database, else 0",
         )
         .expect("valid metric");
+        let tradingview_sessions = IntGaugeVec::new(
+            Opts::new(
+                "capture_tradingview_sessions",
+                "Stored TradingView sessions by state (valid, expired, unchecked)",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let session_checks = IntCounterVec::new(
+            Opts::new(
+                "capture_session_checks_total",
+                "TradingView session checks by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let screenshot_deletions = IntCounterVec::new(
+            Opts::new(
+                "capture_screenshot_deletions_total",
+                "Screenshots of deleted signals removed from Storage, or failed (retried later)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(queue_depth.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(in_flight.clone()),
@@ -76,6 +112,9 @@ impl Metrics {
             Box::new(outcomes.clone()),
             Box::new(active_workers.clone()),
             Box::new(database_up.clone()),
+            Box::new(tradingview_sessions.clone()),
+            Box::new(session_checks.clone()),
+            Box::new(screenshot_deletions.clone()),
         ] {
             registry.register(collector).expect("registered once");
         }
@@ -87,6 +126,22 @@ impl Metrics {
             outcomes,
             active_workers,
             database_up,
+            tradingview_sessions,
+            session_checks,
+            screenshot_deletions,
+        }
+    }
+
+    /// Sets the stored sessions by state (from the database's count).
+    pub fn set_tradingview_sessions(&self, valid: i64, expired: i64, unchecked: i64) {
+        for (state, count) in [
+            ("valid", valid),
+            ("expired", expired),
+            ("unchecked", unchecked),
+        ] {
+            self.tradingview_sessions
+                .with_label_values(&[state])
+                .set(count);
         }
     }
 

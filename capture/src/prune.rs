@@ -16,38 +16,11 @@
 //!   `private.screenshots_due_for_pruning`, so memory stays flat however
 //!   large the backlog, and a cancelled run stops between batches.
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
-
-use service_runtime::secret::supabase_service_headers;
-
 use tokio_postgres::Client;
-
-use crate::storage::Storage;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Where the screenshots live, as far as pruning needs it.
-pub trait DeleteObjects {
-    /// Deletes the objects at `paths` (`{user_id}/{signal_id}.png`). Paths
-    /// that do not exist (any more) are not an error.
-    fn delete(&self, paths: &[String]) -> impl Future<Output = Result<(), DeleteError>> + Send;
-}
-
-/// Why objects could not be deleted.
-#[derive(Debug, thiserror::Error)]
-pub enum DeleteError {
-    #[error("Storage refused the delete ({status}): {body}")]
-    Refused { status: u16, body: String },
-    #[error("Storage could not be reached")]
-    Http(#[source] reqwest::Error),
-    #[error("could not delete {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
+use crate::storage::{DeleteError, DeleteObjects};
 
 /// Why a prune run stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -157,76 +130,4 @@ pub async fn run(
             "Pruned a batch of screenshots"
         );
     }
-}
-
-/// The daemon's own [`Storage`] deletes: through Supabase Storage's REST
-/// API the way supabase-js's `remove()` does (`DELETE
-/// /storage/v1/object/{bucket}` with `{"prefixes": [...]}`; missing objects
-/// are simply not in the answer, so repeating a delete is harmless), or from
-/// the `fs:` directory at the same relative paths.
-impl DeleteObjects for Storage {
-    async fn delete(&self, paths: &[String]) -> Result<(), DeleteError> {
-        match self {
-            Self::Fs { dir } => delete_files(dir, paths).await,
-            Self::Supabase {
-                http,
-                base,
-                bucket,
-                key,
-                ..
-            } => {
-                let endpoint = format!(
-                    "{}/storage/v1/object/{bucket}",
-                    base.as_str().trim_end_matches('/')
-                );
-                let mut request = http
-                    .delete(endpoint)
-                    .json(&serde_json::json!({ "prefixes": paths }));
-                for (name, value) in supabase_service_headers(key) {
-                    request = request.header(name, value);
-                }
-                let response = request
-                    .send()
-                    .await
-                    .map_err(|e| DeleteError::Http(e.without_url()))?;
-                let status = response.status();
-                if status.is_success() {
-                    return Ok(());
-                }
-                let body = response.text().await.unwrap_or_default();
-                Err(DeleteError::Refused {
-                    status: status.as_u16(),
-                    body: body.chars().take(500).collect(),
-                })
-            }
-        }
-    }
-}
-
-async fn delete_files(root: &Path, paths: &[String]) -> Result<(), DeleteError> {
-    for path in paths {
-        // Paths come from our own rows (`{uuid}/{uuid}.png`); refuse anything
-        // that could step outside the root all the same.
-        let relative = Path::new(path);
-        if relative.is_absolute()
-            || relative
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(DeleteError::Io {
-                path: relative.to_owned(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "not a relative object path",
-                ),
-            });
-        }
-        let full = root.join(relative);
-        match tokio::fs::remove_file(&full).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(DeleteError::Io { path: full, source }),
-        }
-    }
-    Ok(())
 }

@@ -124,6 +124,12 @@ impl Queue {
         Self { pool }
     }
 
+    /// The pool, for the daemon's other periodic work (deleted screenshots,
+    /// session checks).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Claims up to `limit` due jobs under a lease of `lease`.
     pub async fn claim(
         &self,
@@ -170,18 +176,34 @@ impl Queue {
             .collect()
     }
 
-    /// Completes a job with its stored screenshot; `false` when the lease was lost.
+    /// Completes a job with its stored screenshot and the trader's note
+    /// about it, if any; `false` when the lease was lost.
     pub async fn complete(
         &self,
         job: &Job,
         path: &str,
         url: Option<&str>,
+        note: Option<&str>,
     ) -> Result<bool, QueueError> {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "select private.complete_capture_job($1, $2, $3, $4)",
-                &[&job.signal_id, &job.lease_token, &path, &url],
+                "select private.complete_capture_job($1, $2, $3, $4, $5)",
+                &[&job.signal_id, &job.lease_token, &path, &url, &note],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Queues the removal of an object uploaded for a signal that was
+    /// deleted while it was captured; `false` when the signal still exists
+    /// (the lease was lost to another daemon, whose upload it is too).
+    pub async fn queue_orphan(&self, job: &Job, path: &str) -> Result<bool, QueueError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "select private.queue_orphan_screenshot($1, $2)",
+                &[&job.signal_id, &path],
             )
             .await?;
         Ok(row.get(0))
@@ -288,17 +310,18 @@ impl Queue {
         Ok((row.get(0), row.get(1)))
     }
 
-    /// Marks the trader's session invalid, unless they pasted a new one meanwhile.
-    pub async fn mark_session_expired(&self, job: &Job) -> Result<(), QueueError> {
+    /// Marks the trader's session expired (and leaves them a notice),
+    /// unless they stored a new one meanwhile; `true` when this call expired
+    /// it, so the trader is told once.
+    pub async fn expire_session(&self, job: &Job) -> Result<bool, QueueError> {
         let client = self.pool.get().await?;
-        client
-            .execute(
-                "update public.user_config set cookies_valid = false \
-                  where user_id = $1 and tradingview_cookies_sealed is not distinct from $2",
+        let row = client
+            .query_one(
+                "select private.expire_tradingview_session($1, $2)",
                 &[&job.user_id, &job.cookies_sealed],
             )
             .await?;
-        Ok(())
+        Ok(row.get(0))
     }
 
     /// The trader's latest signals on this ticker, oldest first, for the built-in history chart.

@@ -173,6 +173,17 @@ struct ResponseParameters {
     retry_after: Option<u64>,
 }
 
+/// What the trader reads when their TradingView session expired.
+const SESSION_EXPIRED_TEXT: &str = "<b>Your TradingView session has expired or was signed out.</b>\n\
+Paste fresh sessionid and sessionid_sign cookies in your settings to get chart screenshots again; \
+until then your signals come with the built-in chart.";
+
+/// What goes with the text: `sendPhoto` with the PNG, or `sendMessage`.
+enum Message<'a> {
+    Photo(&'a Bytes),
+    Text,
+}
+
 /// What one attempt came to.
 enum Attempt {
     Delivered,
@@ -199,10 +210,33 @@ impl Telegram {
     /// caption, or `sendMessage` with the failure reason.
     pub async fn send(&self, notification: &Notification) -> Result<(), NotifyError> {
         let caption = caption(notification);
+        let message = match &notification.screenshot {
+            Screenshot::Captured(png) => Message::Photo(png),
+            Screenshot::Failed(_) => Message::Text,
+        };
+        self.deliver(&notification.chat_id, &caption, &message)
+            .await
+    }
+
+    /// Tells the trader their TradingView session expired (once per
+    /// expiry: the caller sends it only when it expired the session).
+    pub async fn send_session_expired(&self, chat_id: &ChatId) -> Result<(), NotifyError> {
+        self.deliver(chat_id, SESSION_EXPIRED_TEXT, &Message::Text)
+            .await
+    }
+
+    /// Sends `text` (HTML) to `chat_id`, with the photo if there is one,
+    /// retried as [`RetryPolicy`] says.
+    async fn deliver(
+        &self,
+        chat_id: &ChatId,
+        text: &str,
+        message: &Message<'_>,
+    ) -> Result<(), NotifyError> {
         let mut backoff = self.retry.backoff;
         let mut last = String::new();
         for attempt in 1..=self.retry.attempts.max(1) {
-            match self.attempt(notification, &caption).await {
+            match self.attempt(chat_id, text, message).await {
                 Attempt::Delivered => return Ok(()),
                 Attempt::Rejected(error) => return Err(error),
                 Attempt::Retry { after, why } => {
@@ -226,11 +260,11 @@ impl Telegram {
         })
     }
 
-    async fn attempt(&self, notification: &Notification, caption: &str) -> Attempt {
-        let chat_id = notification.chat_id.as_str().to_owned();
-        let request = match &notification.screenshot {
-            Screenshot::Captured(png) => {
-                let photo = Part::stream(reqwest::Body::from(png.clone()))
+    async fn attempt(&self, chat_id: &ChatId, caption: &str, message: &Message<'_>) -> Attempt {
+        let chat_id = chat_id.as_str().to_owned();
+        let request = match message {
+            Message::Photo(png) => {
+                let photo = Part::stream(reqwest::Body::from((*png).clone()))
                     .file_name("signal.png")
                     .mime_str("image/png")
                     .expect("image/png is a valid MIME type");
@@ -241,7 +275,7 @@ impl Telegram {
                     .part("photo", photo);
                 self.http.post(self.method_url("sendPhoto")).multipart(form)
             }
-            Screenshot::Failed(_) => {
+            Message::Text => {
                 self.http
                     .post(self.method_url("sendMessage"))
                     .json(&serde_json::json!({

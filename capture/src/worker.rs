@@ -27,8 +27,13 @@
 //! the built-in chart of their signal history), render it on the blocking
 //! pool, store the PNG, complete the job, all under a hard timeout. Every
 //! failure carries a reason the trader can read; the SQL decides between
-//! retry (2 s, 4 s, 8 s) and `failed`. An expired session is not retried:
-//! the trader must paste fresh cookies first.
+//! retry (2 s, 4 s, 8 s) and `failed`. What a retry cannot fix is not
+//! retried: an expired session (the trader must paste fresh cookies first;
+//! they are told once, see [`crate::session_check::tell_trader`]) and a
+//! Storage refusal such as a refused key or a missing bucket. A picture of
+//! another symbol than the alert's is stored with a note for the trader. An
+//! upload that lands after its signal was deleted is queued for deletion
+//! ([`crate::deletions`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,8 +49,10 @@ use tracing::Instrument as _;
 
 use crate::history_chart;
 use crate::metrics::Metrics;
+use crate::page::Expect;
 use crate::queue::{FailOutcome, Job, Queue, QueueError};
-use crate::render::{Chrome, RenderError, Request, Source};
+use crate::render::{Chrome, RenderError, Request, Shot, Source};
+use crate::session_check;
 use crate::storage::{Storage, StorageError, Stored};
 use crate::telegram::{Screenshot, Telegram};
 
@@ -109,7 +116,7 @@ impl Failure {
     /// A metric label.
     fn label(&self) -> &'static str {
         match self {
-            Self::Render(RenderError::SessionExpired) => "session_expired",
+            Self::Render(RenderError::SessionExpired(_)) => "session_expired",
             Self::Render(RenderError::NotReady(_)) => "not_ready",
             Self::Render(RenderError::Unreachable(_)) => "unreachable",
             Self::Render(RenderError::Browser(_)) | Self::Panicked => "browser",
@@ -121,13 +128,17 @@ impl Failure {
     }
 
     fn retryable(&self) -> bool {
-        !matches!(self, Self::Render(RenderError::SessionExpired))
+        match self {
+            Self::Render(RenderError::SessionExpired(_)) => false,
+            Self::Storage(error) => error.is_transient(),
+            _ => true,
+        }
     }
 
     /// What the trader reads on the signal (`screenshot_error`).
     fn reason(&self) -> String {
         match self {
-            Self::Render(RenderError::SessionExpired) => "Your TradingView session has expired or was signed out. \
+            Self::Render(RenderError::SessionExpired(_)) => "Your TradingView session has expired or was signed out. \
                  Paste fresh sessionid and sessionid_sign cookies in your settings to get chart screenshots again."
                 .into(),
             Self::Render(RenderError::NotReady(limit)) => format!(
@@ -140,7 +151,7 @@ impl Failure {
             Self::Render(RenderError::Browser(_) | RenderError::Cancelled) | Self::Panicked => {
                 "The screenshot browser failed while rendering the chart.".into()
             }
-            Self::Storage(_) => "The screenshot could not be stored.".into(),
+            Self::Storage(error) => error.trader_reason(),
             Self::Database(_) => "The screenshot service lost its database connection.".into(),
             Self::Timeout(limit) => format!(
                 "Taking the screenshot took longer than {} s.",
@@ -148,6 +159,16 @@ impl Failure {
             ),
         }
     }
+}
+
+/// A stored screenshot: where, which kind of chart, a copy for Telegram
+/// (only when a message may be sent), and the trader's note about it.
+#[derive(Debug)]
+struct Done {
+    stored: Stored,
+    kind: &'static str,
+    png: Option<Bytes>,
+    note: Option<String>,
 }
 
 /// Whether the queue loop goes round again.
@@ -453,7 +474,7 @@ impl Worker {
             }
         };
         match result {
-            Ok((stored, kind, png)) => self.completed(&job, &stored, kind, png, started).await,
+            Ok(done) => self.completed(&job, &done, started).await,
             Err(failure) => self.failed(&job, &failure).await,
         }
         self.metrics.in_flight.dec();
@@ -473,31 +494,46 @@ impl Worker {
     }
 
     /// Records a stored screenshot, unless the lease was lost meanwhile.
-    async fn completed(
-        &self,
-        job: &Job,
-        stored: &Stored,
-        kind: &'static str,
-        png: Option<Bytes>,
-        started: Instant,
-    ) {
+    async fn completed(&self, job: &Job, done: &Done, started: Instant) {
+        let Done {
+            stored, kind, png, ..
+        } = done;
         match self
             .queue
-            .complete(job, &stored.path, stored.url.as_deref())
+            .complete(
+                job,
+                &stored.path,
+                stored.url.as_deref(),
+                done.note.as_deref(),
+            )
             .await
         {
             Ok(true) => {
                 if let Some(png) = png {
-                    self.notify(job.signal_id, Screenshot::Captured(png));
+                    self.notify(job.signal_id, Screenshot::Captured(png.clone()));
                 }
                 let seconds = started.elapsed().as_secs_f64();
                 self.metrics.capture_seconds.observe(seconds);
                 self.metrics.outcome("completed", kind);
-                tracing::info!(kind, path = %stored.path, seconds, "Capture completed");
+                tracing::info!(kind, path = %stored.path, seconds, note = done.note.as_deref(), "Capture completed");
             }
             Ok(false) => {
                 self.metrics.outcome("stale", "lease_lost");
-                tracing::warn!("The lease expired before completion; result discarded");
+                // The signal may have been deleted while it was captured:
+                // then nobody else will complete it, and the object just
+                // uploaded must go too.
+                match self.queue.queue_orphan(job, &stored.path).await {
+                    Ok(true) => tracing::info!(
+                        path = %stored.path,
+                        "The signal was deleted during its capture; its screenshot is queued for deletion"
+                    ),
+                    Ok(false) => {
+                        tracing::warn!("The lease expired before completion; result discarded");
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "Could not check whether the signal still exists");
+                    }
+                }
             }
             Err(error) => {
                 self.metrics.outcome("error", "database");
@@ -507,12 +543,25 @@ impl Worker {
     }
 
     /// Records a failed attempt; the SQL decides between retry and
-    /// `failed`. An expired session is marked so on the trader's row first.
+    /// `failed`. An expired session is marked so on the trader's row first
+    /// (and the trader told, once).
     async fn failed(&self, job: &Job, failure: &Failure) {
-        if matches!(failure, Failure::Render(RenderError::SessionExpired))
-            && let Err(error) = self.queue.mark_session_expired(job).await
-        {
-            tracing::warn!(error = %error, "Could not mark the session expired");
+        if matches!(failure, Failure::Render(RenderError::SessionExpired(_))) {
+            match self.queue.expire_session(job).await {
+                Ok(true) => {
+                    let pool = self.queue.pool().clone();
+                    let telegram = self.telegram.clone();
+                    let user_id = job.user_id;
+                    tokio::spawn(
+                        async move {
+                            session_check::tell_trader(&pool, telegram.as_deref(), user_id).await;
+                        }
+                        .instrument(tracing::info_span!("notify_session", %user_id)),
+                    );
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(error = %error, "Could not mark the session expired"),
+            }
         }
         let reason = failure.reason();
         match self.queue.fail(job, &reason, failure.retryable()).await {
@@ -536,11 +585,7 @@ impl Worker {
     }
 
     /// Renders and stores; returns where, and which kind of chart it was.
-    async fn attempt(
-        &self,
-        job: &Job,
-        cancel: CancellationToken,
-    ) -> Result<(Stored, &'static str, Option<Bytes>), Failure> {
+    async fn attempt(&self, job: &Job, cancel: CancellationToken) -> Result<Done, Failure> {
         let (width, height) = job.resolution.viewport();
         let dark = job.theme.is_dark();
         let (source, kind) =
@@ -549,6 +594,7 @@ impl Worker {
                     Source::Chart {
                         url: self.chart_url(job, chart_id),
                         session,
+                        expect: Some(Expect::new(&alert_symbol(job), job.interval.as_deref())),
                     },
                     "chart",
                 )
@@ -581,7 +627,7 @@ impl Worker {
         };
         let chrome = Arc::clone(&self.chrome);
         let rendering = Instant::now();
-        let png = tokio::task::spawn_blocking(move || chrome.capture(&request))
+        let Shot { png, note } = tokio::task::spawn_blocking(move || chrome.capture(&request))
             .await
             .map_err(|_| Failure::Panicked)??;
         let render_ms = u64::try_from(rendering.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -596,7 +642,12 @@ impl Worker {
             bytes,
             "Rendered and stored"
         );
-        Ok((stored, kind, copy))
+        Ok(Done {
+            stored,
+            kind,
+            png: copy,
+            note,
+        })
     }
 
     /// Tells the trader, if they asked for it, in a task of its own.
@@ -646,12 +697,18 @@ impl Worker {
     }
 }
 
-/// Fills the chart URL template for `job`.
-pub fn chart_url(template: &str, job: &Job, chart_id: &str) -> String {
-    let symbol = match (job.exchange.as_deref(), job.symbol.as_deref()) {
+/// The alert's instrument as TradingView names it: `EXCHANGE:SYMBOL`, or the
+/// ticker as sent.
+fn alert_symbol(job: &Job) -> String {
+    match (job.exchange.as_deref(), job.symbol.as_deref()) {
         (Some(exchange), Some(symbol)) => format!("{exchange}:{symbol}"),
         _ => job.ticker.clone(),
-    };
+    }
+}
+
+/// Fills the chart URL template for `job`.
+pub fn chart_url(template: &str, job: &Job, chart_id: &str) -> String {
+    let symbol = alert_symbol(job);
     let encode = |value: &str| utf8_percent_encode(value, URL_COMPONENT).to_string();
     template
         .replace("{chart_id}", &encode(chart_id))
@@ -704,7 +761,7 @@ mod tests {
 
     #[test]
     fn session_expiry_is_not_retried_and_says_what_to_do() {
-        let failure = Failure::Render(RenderError::SessionExpired);
+        let failure = Failure::Render(RenderError::SessionExpired("an Access Denied page".into()));
         assert!(!failure.retryable());
         assert!(failure.reason().contains("Paste fresh sessionid"));
         assert!(Failure::Timeout(Duration::from_secs(30)).retryable());

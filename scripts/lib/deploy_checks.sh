@@ -7,12 +7,6 @@ DEPLOY_DIR="$REPO_ROOT/deploy"
 PROMETHEUS_DIR="$DEPLOY_DIR/prometheus"
 DASHBOARD="$DEPLOY_DIR/grafana/signal-capture.json"
 
-# Metric names the rules and the dashboard may use although no binary exports them yet, each with
-# the issue that adds it.
-FUTURE_METRICS=(
-  capture_tradingview_sessions # issue 13: capture's gauge of stored TradingView sessions by state
-)
-
 # promtool comes in Debian's `prometheus` package, whose installation would also start a Prometheus
 # server; only promtool is taken out of the package (apt-get download, dpkg-deb -x) into a tools
 # directory. One already on PATH is used as it is.
@@ -240,7 +234,7 @@ exported_names() {
 }
 
 # Every metric the rules and the dashboard name is one that ingest or capture really exports
-# (scraped from the binaries after they have done each thing once), or a known future one.
+# (scraped from the binaries after they have done each thing once).
 check_metric_names() {
   local work scraped
   work="$(mktemp -d)"
@@ -279,12 +273,11 @@ check_metric_names() {
   kill "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
   cat "$work"/*.prom | exported_names >"$scraped"
-  printf '%s\n' "${FUTURE_METRICS[@]}" >>"$scraped"
 
   local used missing
   used="$( { rule_expressions; dashboard_queries; } | metric_names_in)"
   missing="$(comm -23 <(printf '%s\n' "$used") <(sort -u "$scraped"))"
   rm -rf "$work"
   [[ -z "$missing" ]] || die "the alert rules or the dashboard use metrics no binary exports: $(tr '\n' ' ' <<<"$missing")"
-  info "$(wc -l <<<"$used") metric names in the rules and the dashboard, all exported (future: ${FUTURE_METRICS[*]})"
+  info "$(wc -l <<<"$used") metric names in the rules and the dashboard, all exported"
 }

@@ -26,6 +26,8 @@ load_config() {
   # What the daemons get on top of stack.env (ingest_start and capture_start keep the caller's
   # environment; ingest's spool is its own, $INGEST_SPOOL).
   export CAPTURE_CHART_URL_TEMPLATE="http://127.0.0.1:9/chart/{chart_id}/?symbol={symbol}"
+  # The session checks too: nothing beyond 127.0.0.1 (a closed port answers no session).
+  export CAPTURE_TRADINGVIEW_URL="http://127.0.0.1:9/"
   export CAPTURE_JOB_TIMEOUT="${CAPTURE_JOB_TIMEOUT:-15s}"
   export CAPTURE_LEASE="${CAPTURE_LEASE:-20s}"
   export CAPTURE_POLL_INTERVAL="${CAPTURE_POLL_INTERVAL:-2s}"

@@ -1,9 +1,9 @@
 -- Structure and privileges: what the policies promise, checked on the catalog itself.
 begin;
 set local search_path = extensions, public;
-select plan(24);
+select plan(25);
 
-select tables_are('public', array['plans', 'user_config', 'signals', 'webhook_deliveries'],
+select tables_are('public', array['plans', 'user_config', 'signals', 'webhook_deliveries', 'trader_notices'],
   'public holds exactly the dashboard tables');
 select is((select count(*)::int from pg_tables where schemaname = 'public' and not rowsecurity), 0,
   'every public table has row level security enabled');
@@ -12,6 +12,8 @@ select policies_are('public', 'signals', array['traders read their own signals',
 select policies_are('public', 'user_config', array['traders read their own config', 'traders update their own config']);
 select policies_are('public', 'webhook_deliveries', array['traders read their own deliveries']);
 select policies_are('public', 'plans', array['plans are readable by signed-in users']);
+select policies_are('public', 'trader_notices', array['traders read their own notices',
+  'traders mark their own notices read', 'traders delete their own notices']);
 select ok(not exists (select 1 from pg_policies where schemaname = 'public' and 'public' = any(roles)),
   'no policy applies to every role: each names the role it is for');
 
@@ -38,8 +40,10 @@ select ok(not has_table_privilege('authenticated', 'public.signals', 'insert')
           and not has_table_privilege('authenticated', 'public.user_config', 'insert')
           and not has_table_privilege('authenticated', 'public.user_config', 'delete')
           and not has_table_privilege('authenticated', 'public.webhook_deliveries', 'insert')
-          and not has_table_privilege('authenticated', 'public.webhook_deliveries', 'update'),
-  'authenticated inserts nothing, deletes no config, writes no delivery log');
+          and not has_table_privilege('authenticated', 'public.webhook_deliveries', 'update')
+          and not has_table_privilege('authenticated', 'public.trader_notices', 'insert')
+          and not has_column_privilege('authenticated', 'public.trader_notices', 'message', 'update'),
+  'authenticated inserts nothing, deletes no config, writes no delivery log, only marks notices read');
 
 -- Functions: search_path pinned everywhere, SECURITY DEFINER never reachable by clients.
 select is((select array_agg(p.oid::regprocedure::text) from pg_proc p join pg_namespace n on n.oid = p.pronamespace

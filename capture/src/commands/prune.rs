@@ -1,6 +1,7 @@
-//! `capture prune`: deletes screenshots past their owner's plan retention,
-//! until nothing is due, or SIGINT/SIGTERM between batches (see
-//! [`crate::prune`]).
+//! `capture prune`: deletes screenshots past their owner's plan retention
+//! (see [`crate::prune`]) and the screenshots of deleted signals still
+//! queued (see [`crate::deletions`]), until nothing is due, or SIGINT/SIGTERM
+//! between batches.
 
 use anyhow::Context as _;
 use deadpool_postgres::Pool;
@@ -30,5 +31,19 @@ pub async fn run(config: &Config, pool: &Pool, batch_size: u16) -> anyhow::Resul
         cancelled = report.cancelled,
         "Pruned screenshots past their plan's retention"
     );
+    let removed = crate::deletions::remove_due(&db, &storage, batch_size, None, &cancel)
+        .await
+        .context("Failed to remove the screenshots of deleted signals")?;
+    tracing::info!(
+        deleted = removed.deleted,
+        failed = removed.failed,
+        "Removed the screenshots of deleted signals"
+    );
+    if removed.failed > 0 {
+        anyhow::bail!(
+            "{} screenshots of deleted signals could not be deleted; they stay queued and are retried",
+            removed.failed
+        );
+    }
     Ok(())
 }

@@ -13,11 +13,10 @@ use service_runtime::shutdown;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::daemon;
+use crate::daemon::{self, Upkeep};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::render::{Chrome, RenderSettings};
-use crate::telegram::{RetryPolicy, Telegram};
 use crate::worker::{Mode, Settings, Worker};
 
 /// Runs the daemon until it is told to stop (or has drained the queue).
@@ -28,7 +27,17 @@ pub async fn run(
     keys: Option<Arc<Keyring>>,
 ) -> anyhow::Result<()> {
     let stop = shutdown::signal().context("Failed to install signal handlers")?;
-    let (worker, chrome) = build_worker(config, Queue::new(pool), keys)?;
+    let (worker, chrome) = build_worker(config, Queue::new(pool.clone()), keys.clone())?;
+    let upkeep = Upkeep {
+        sessions: Some(super::session_checks(
+            config,
+            pool,
+            keys.clone(),
+            worker.telegram.clone(),
+            worker.metrics.clone(),
+        )?),
+        check_sessions: config.session_checks.check_interval.0.is_some() && keys.is_some(),
+    };
     let health = TcpListener::bind(config.health_listen)
         .await
         .with_context(|| format!("Failed to listen on {}", config.health_listen))?;
@@ -66,6 +75,7 @@ pub async fn run(
         health,
         worker,
         database,
+        upkeep,
         mode,
         shutdown,
         config.shutdown_grace,
@@ -91,9 +101,7 @@ fn build_worker(
         chromium: config.chromium.clone(),
         recycle_after: config.browser_recycle_after,
         prewarm: usize::from(config.prewarm),
-        ready_check: config.ready_check.clone(),
-        login_check: config.login_check.clone(),
-        hide_css: config.hide_css.clone(),
+        page: config.page.clone(),
         extra_cookies: config.extra_cookies.0.clone(),
         // Leave room for the upload within the job timeout.
         page_timeout: config.job_timeout.mul_f64(0.8),
@@ -117,13 +125,7 @@ fn build_worker(
             poll_interval: config.poll_interval,
             chart_url_template: config.chart_url_template.clone(),
         },
-        telegram: config.telegram_bot_token.clone().map(|token| {
-            Arc::new(Telegram::new(
-                config.telegram_api_url.clone(),
-                token,
-                RetryPolicy::default(),
-            ))
-        }),
+        telegram: super::telegram(config),
     });
     Ok((worker, chrome))
 }

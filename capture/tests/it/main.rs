@@ -1,13 +1,19 @@
 //! capture's integration tests, one binary: real Postgres (a throwaway
 //! database per test, cloned from the migrated template), real Chromium,
 //! and stub servers only for what cannot run here (TradingView's chart
-//! page, Supabase Storage, Telegram's Bot API), each checking the exact
-//! requests.
+//! page and home page, Supabase Storage, Telegram's Bot API), each checking
+//! the exact requests.
 //!
 //! - `drain`: the daemon in process, in drain mode (so tests never sleep
 //!   and guess): both kinds of chart, cookies kept apart, expired sessions,
-//!   pages that never get ready, a killed Chromium, Storage's contract,
-//!   Telegram after a capture.
+//!   pages that never get ready, a killed Chromium, Storage's contract and
+//!   errors, Telegram after a capture.
+//! - `page`: each state of the TradingView-shaped test page, with the
+//!   daemon's default page rules.
+//! - `session_check`: the TradingView session checks against a stand-in of
+//!   TradingView's home page, and their rate for 1,000 sessions.
+//! - `deletions`: deleted signals' screenshots removed by the daemon and by
+//!   `capture prune`, from both storage backends.
 //! - `process`: the `capture` binary as operators run it: woken by NOTIFY,
 //!   stopped by SIGTERM, killed with `kill -9`.
 //! - `session`: `capture set-session` and re-sealing under a new key.
@@ -29,12 +35,15 @@
 
 mod cdp;
 mod database_tls;
+mod deletions;
 mod drain;
 mod egress;
 mod isolation;
+mod page;
 mod process;
 mod prune;
 mod session;
+mod session_check;
 mod spares;
 mod support;
 mod telegram;

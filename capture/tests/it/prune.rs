@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use capture::prune::{self, DeleteError, DeleteObjects, PruneError};
-use capture::storage::Storage;
+use capture::prune::{self, PruneError};
+use capture::storage::{DeleteError, DeleteObjects, Refusal, Storage};
 use service_runtime::SecretString;
 use stack_harness::{Stack, TestDb, trader_in};
 use tokio_postgres::Client;
@@ -156,10 +156,10 @@ impl DeleteObjects for FailingAfter {
         // the rows learn it: the worst place to be interrupted.
         self.inner.delete(paths).await?;
         if call >= self.fail_from {
-            return Err(DeleteError::Refused {
-                status: 503,
-                body: "gone away".into(),
-            });
+            return Err(DeleteError::Refused(Refusal::from_answer(
+                reqwest::StatusCode::SERVICE_UNAVAILABLE,
+                b"gone away",
+            )));
         }
         Ok(())
     }
@@ -316,8 +316,9 @@ async fn supabase_storage_gets_the_exact_delete_request() {
 }
 
 #[tokio::test]
-async fn a_storage_error_is_reported_with_its_status() {
-    let stub = StorageStub::start(&[500]).await;
+async fn a_storage_error_is_reported_as_storage_means_it() {
+    // Storage answers a refused key with HTTP 400 and the 403 in its body.
+    let stub = StorageStub::start(&[403, 503]).await;
     let objects = Storage::supabase(
         stub.url(),
         "screenshots".into(),
@@ -328,9 +329,22 @@ async fn a_storage_error_is_reported_with_its_status() {
     let error = objects
         .delete(&["a/b.png".to_owned()])
         .await
-        .expect_err("500");
+        .expect_err("403");
+    let DeleteError::Refused(refusal) = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!((refusal.http_status, refusal.status), (400, 403));
+    assert!(!refusal.is_transient());
+    assert_eq!(
+        error.to_string(),
+        "Storage refused the delete: 403 Unauthorized: signature verification failed (HTTP 400)"
+    );
+    let error = objects
+        .delete(&["a/b.png".to_owned()])
+        .await
+        .expect_err("503");
     assert!(
-        matches!(error, DeleteError::Refused { status: 500, .. }),
+        matches!(&error, DeleteError::Refused(r) if r.status == 503 && r.is_transient()),
         "{error:?}"
     );
 }

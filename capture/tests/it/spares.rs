@@ -16,6 +16,7 @@ fn chart(charts: &ChartServer, tv: &cookie_seal::TradingViewSession) -> Request 
         source: Source::Chart {
             url: format!("{}/chart/spare/?symbol=X", charts.base),
             session: tv.clone(),
+            expect: None,
         },
         width: 640,
         height: 360,
@@ -47,8 +48,8 @@ async fn a_spare_serves_one_capture_and_is_then_disposed_of() {
             for _ in 0..4 {
                 let spares = chrome.spare_contexts();
                 assert_eq!(spares.len(), 1, "one spare waits before each capture");
-                let png = chrome.capture(&request).unwrap();
-                assert!(png.starts_with(b"\x89PNG"));
+                let shot = chrome.capture(&request).unwrap();
+                assert!(shot.png.starts_with(b"\x89PNG"));
                 chrome.settle();
                 let open = chrome.open_contexts().unwrap();
                 assert!(
@@ -126,8 +127,8 @@ async fn a_relaunched_chromium_gets_new_spares_and_the_old_ones_are_dropped() {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let png = chrome.capture(&request).unwrap();
-        assert!(png.starts_with(b"\x89PNG"));
+        let shot = chrome.capture(&request).unwrap();
+        assert!(shot.png.starts_with(b"\x89PNG"));
         let new_pid = chrome.pid().unwrap();
         assert_ne!(new_pid, old_pid, "a new Chromium");
         chrome.settle();

@@ -9,8 +9,9 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use capture::daemon::{self, Stopped};
+use capture::daemon::{self, Stopped, Upkeep};
 use capture::metrics::Metrics;
+use capture::page::PageRules;
 use capture::queue::Queue;
 use capture::render::{Chrome, RenderSettings};
 use capture::storage::Storage;
@@ -20,7 +21,6 @@ use stack_harness::TestDb;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use super::chart_server::{LOGIN_CHECK, READY_CHECK};
 use super::{ChartServer, keyring, seal_keys_spec};
 
 /// How a test's in-process worker differs from the default.
@@ -33,6 +33,9 @@ pub(crate) struct Knobs {
     /// ready).
     pub(crate) chart_query: &'static str,
     pub(crate) telegram: Option<Arc<Telegram>>,
+    /// How the chart page is read (the daemon's defaults unless a test
+    /// says otherwise).
+    pub(crate) page: PageRules,
 }
 
 impl Knobs {
@@ -44,24 +47,33 @@ impl Knobs {
             storage,
             chart_query: "",
             telegram: None,
+            page: PageRules::default(),
         }
     }
 }
 
-/// Chromium settings that fit the chart server's page; `allow` is the
+/// Chromium settings with the daemon's defaults for the page (the chart
+/// server's page is shaped like TradingView's); `allow` is the
 /// `CAPTURE_EGRESS_ALLOW` entry of the loopback server Chromium may reach
 /// ([`ChartServer::egress_entry`]). As `CAPTURE_CHROMIUM_USER` when the
 /// tests run as root.
 pub(crate) fn render_settings(job_timeout: Duration, allow: &str) -> RenderSettings {
+    render_settings_with(job_timeout, allow, PageRules::default())
+}
+
+/// Chromium settings that read the page with `page`.
+pub(crate) fn render_settings_with(
+    job_timeout: Duration,
+    allow: &str,
+    page: PageRules,
+) -> RenderSettings {
     RenderSettings {
         chromium: std::env::var("CHROMIUM_PATH")
             .unwrap_or_else(|_| "/usr/bin/chromium".into())
             .into(),
         recycle_after: 100,
         prewarm: 1,
-        ready_check: READY_CHECK.into(),
-        login_check: LOGIN_CHECK.into(),
-        hide_css: ".toast { display: none !important; }".into(),
+        page,
         extra_cookies: vec![(
             "cookiePrivacyPreferenceBannerProduction".into(),
             "accepted".into(),
@@ -96,7 +108,11 @@ pub(crate) fn worker(test_db: &TestDb, charts: &ChartServer, knobs: Knobs) -> Ar
         },
     )
     .unwrap();
-    let chrome = Chrome::new(render_settings(knobs.job_timeout, &charts.egress_entry()))
+    let chrome = Chrome::new(render_settings_with(
+        knobs.job_timeout,
+        &charts.egress_entry(),
+        knobs.page,
+    ))
         .expect("the Chromium launcher");
     let metrics = Metrics::new();
     metrics.register(chrome.egress_refusals());
@@ -123,6 +139,11 @@ pub(crate) fn worker(test_db: &TestDb, charts: &ChartServer, knobs: Knobs) -> Ar
 
 /// Runs `worker` in drain mode until the queue is empty (at most 90 s).
 pub(crate) async fn drain(test_db: &TestDb, worker: Arc<Worker>) {
+    drain_with(test_db, worker, Upkeep::default()).await;
+}
+
+/// [`drain`] with the daemon's periodic work besides the queue.
+pub(crate) async fn drain_with(test_db: &TestDb, worker: Arc<Worker>, upkeep: Upkeep) {
     let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let outcome = tokio::time::timeout(
         Duration::from_secs(90),
@@ -130,6 +151,7 @@ pub(crate) async fn drain(test_db: &TestDb, worker: Arc<Worker>) {
             health,
             worker,
             database(test_db),
+            upkeep,
             Mode::Drain,
             std::future::pending(),
             Duration::from_secs(5),
@@ -181,8 +203,8 @@ pub(crate) fn spawn_daemon(test_db: &TestDb, screenshots: &Path, spawn: Spawn<'_
         .env("DATABASE_URL", &test_db.url)
         .env("STORAGE", format!("fs:{}", screenshots.display()))
         .env("COOKIE_SEAL_KEYS", seal_keys_spec())
-        .env("CAPTURE_READY_CHECK", READY_CHECK)
-        .env("CAPTURE_LOGIN_CHECK", LOGIN_CHECK)
+        // Nothing beyond 127.0.0.1: the session checks go to a closed port.
+        .env("CAPTURE_TRADINGVIEW_URL", "http://127.0.0.1:9/")
         .env("CAPTURE_HEALTH_LISTEN", format!("127.0.0.1:{health_port}"))
         .env("CAPTURE_POLL_INTERVAL", "500ms")
         .env("RUST_LOG", "capture=debug,info")

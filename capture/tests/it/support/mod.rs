@@ -6,6 +6,7 @@ pub(crate) mod chart_server;
 pub(crate) mod daemon;
 pub(crate) mod storage_stub;
 pub(crate) mod telegram_stub;
+pub(crate) mod tradingview_home;
 
 use std::path::PathBuf;
 
@@ -167,6 +168,13 @@ pub(crate) fn share_of(rgba: &[u8], rgb: [u8; 3]) -> f64 {
     f64::from(u32::try_from(near).unwrap()) / f64::from(u32::try_from(total).unwrap())
 }
 
+/// How many pixels are close to `rgb`.
+pub(crate) fn pixels_near(rgba: &[u8], rgb: [u8; 3]) -> usize {
+    rgba.chunks(4)
+        .filter(|p| (0..3).all(|i| p[i].abs_diff(rgb[i]) <= 8))
+        .count()
+}
+
 /// How many distinct colours (coarsely) the picture has.
 pub(crate) fn distinct_colours(rgba: &[u8]) -> usize {
     let mut set = std::collections::HashSet::new();
@@ -174,4 +182,22 @@ pub(crate) fn distinct_colours(rgba: &[u8]) -> usize {
         set.insert((p[0] >> 4, p[1] >> 4, p[2] >> 4));
     }
     set.len()
+}
+
+/// The RGBA pixels of the `w` x `h` rectangle at (`x`, `y`) of a picture
+/// `width` pixels wide.
+pub(crate) fn region(rgba: &[u8], width: u32, x: u32, y: u32, w: u32, h: u32) -> Vec<u8> {
+    let (width, x, y, w, h) = (
+        width as usize,
+        x as usize,
+        y as usize,
+        w as usize,
+        h as usize,
+    );
+    (y..y + h)
+        .flat_map(|row| {
+            let start = (row * width + x) * 4;
+            rgba[start..start + w * 4].iter().copied()
+        })
+        .collect()
 }

@@ -1,6 +1,11 @@
 //! A Supabase Storage stand-in (Storage cannot run here): records every
 //! request exactly as it arrived, so tests assert the contract (method,
-//! path, headers, body), and answers from a script of statuses.
+//! path, headers, body), and answers from a script of statuses the way
+//! Supabase's Storage server does: an error it raises itself comes as HTTP
+//! 400 with the real status in the JSON body
+//! (`{"statusCode":"403","error":"Unauthorized","message":...}`), except a
+//! `"500"`, which is sent as HTTP 500 (its `src/http/error-handler.ts`);
+//! 502-504 come from the gateway in front of it, with a body of its own.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,6 +26,8 @@ pub(crate) struct Recorded {
     /// Lower-case names.
     pub(crate) headers: HashMap<String, String>,
     pub(crate) body: Bytes,
+    /// When it arrived.
+    pub(crate) at: std::time::Instant,
 }
 
 impl Recorded {
@@ -34,7 +41,8 @@ impl Recorded {
 pub(crate) struct StorageStub {
     pub(crate) base: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
-    /// What to answer, in order; the last one repeats.
+    /// What to answer, in order, as the status Storage means (200, 403,
+    /// 503...); the last one repeats.
     statuses: Arc<Mutex<Vec<u16>>>,
 }
 
@@ -86,7 +94,9 @@ impl StorageStub {
                 (name.as_str().to_owned(), value)
             })
             .collect();
+        let at = std::time::Instant::now();
         let recorded = Recorded {
+            at,
             method: parts.method.to_string(),
             path: parts.uri.path().to_owned(),
             headers,
@@ -100,18 +110,44 @@ impl StorageStub {
                 statuses[0]
             }
         };
-        // Bodies as Storage answers them; the clients look only at the status.
-        let body: &'static [u8] = match (status, recorded.method.as_str()) {
-            (200, "DELETE") => b"[]",
-            (200, _) => br#"{"Key":"screenshots/object.png"}"#,
-            _ => br#"{"statusCode":"500","error":"internal","message":"boom"}"#,
-        };
+        let (http, content_type, body) = answer_for(status, &recorded.method);
         self.requests.lock().expect("lock").push(recorded);
-        let mut response = Response::new(Full::new(Bytes::from_static(body)));
-        *response.status_mut() = StatusCode::from_u16(status).expect("status");
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = StatusCode::from_u16(http).expect("status");
         response
             .headers_mut()
-            .insert("content-type", "application/json".parse().expect("header"));
+            .insert("content-type", content_type.parse().expect("header"));
         response
+    }
+}
+
+/// The HTTP status, content type and body Storage (or its gateway) sends
+/// for the status it means.
+fn answer_for(status: u16, method: &str) -> (u16, &'static str, String) {
+    let json = "application/json";
+    match status {
+        200 if method == "DELETE" => (200, json, "[]".into()),
+        200 => (200, json, r#"{"Key":"screenshots/object.png"}"#.into()),
+        502..=504 => (
+            status,
+            "text/html",
+            format!("<html><body><h1>{status}</h1>The upstream is unavailable.</body></html>"),
+        ),
+        _ => {
+            let (error, message) = match status {
+                401 | 403 => ("Unauthorized", "signature verification failed"),
+                404 => ("Bucket not found", "Bucket not found"),
+                413 => (
+                    "Payload too large",
+                    "The object exceeded the maximum allowed size",
+                ),
+                415 => ("invalid_mime_type", "mime type image/png is not supported"),
+                429 => ("too_many_requests", "Too many requests"),
+                _ => ("Internal", "Internal Server Error"),
+            };
+            let http = if status == 500 { 500 } else { 400 };
+            let body = serde_json::json!({ "statusCode": status.to_string(), "error": error, "message": message });
+            (http, json, body.to_string())
+        }
     }
 }
