@@ -159,6 +159,7 @@ fn request(url: String) -> Request {
         source: Source::Chart {
             url,
             session: session("egress"),
+            expect: None,
         },
         width: 320,
         height: 200,

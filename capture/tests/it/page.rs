@@ -77,7 +77,8 @@ async fn render_directly(
     extra_cookies: Vec<(String, String)>,
     page_timeout: Duration,
 ) -> Result<Shot, RenderError> {
-    let mut settings = render_settings_with(page_timeout.mul_f64(1.25), rules);
+    let mut settings =
+        render_settings_with(page_timeout.mul_f64(1.25), &charts.egress_entry(), rules);
     settings.extra_cookies = extra_cookies;
     let request = Request {
         source: Source::Chart {

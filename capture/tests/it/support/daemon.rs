@@ -113,7 +113,7 @@ pub(crate) fn worker(test_db: &TestDb, charts: &ChartServer, knobs: Knobs) -> Ar
         &charts.egress_entry(),
         knobs.page,
     ))
-        .expect("the Chromium launcher");
+    .expect("the Chromium launcher");
     let metrics = Metrics::new();
     metrics.register(chrome.egress_refusals());
     Arc::new(Worker {
