@@ -13,7 +13,8 @@
 //! - [`render`]: one Chromium per daemon, one fresh browser context per
 //!   capture (pre-warmed spares, so a job starts on a ready tab); the
 //!   trader's chart with their session, or
-//! - [`history_chart`]: the built-in chart of the trader's signal history.
+//! - [`history_chart`]: the built-in chart of the trader's signal history
+//!   ([`history_chart::axis`]: its price axis, fitted to the prices shown).
 //! - [`chromium`]: Chromium started so that it dies with the daemon.
 //! - [`cdp`]: the daemon's own `DevTools` client (one websocket, flattened
 //!   page sessions, a deadline per command) that [`render`] drives it with.
