@@ -1,12 +1,14 @@
 //! The daemon's top level: what runs, and how it stops.
 //!
 //! Three parts run side by side: the health/metrics endpoint, the LISTEN
-//! session ([`crate::listener`]) and the queue loop ([`crate::worker`]). The
-//! queue loop ends on shutdown (after finishing or giving back its jobs
-//! within the grace period) or, in drain mode, when the queue is empty; then
-//! the listener is cancelled and the health server is stopped with the same
-//! grace period, so the process answers probes for as long as it is doing
-//! anything.
+//! session ([`crate::listener`]) and the queue loop ([`crate::worker`]);
+//! with a Telegram bot and outside drain mode, a fourth: the bot's chat
+//! linking ([`crate::telegram_link`]). The queue loop ends on shutdown
+//! (after finishing or giving back its jobs within the grace period) or, in
+//! drain mode, when the queue is empty; then the listener and the bot are
+//! cancelled (the bot gives its poller lease back) and the health server is
+//! stopped with the same grace period, so the process answers probes for as
+//! long as it is doing anything.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::health::{HealthState, serve_health};
+use crate::telegram_link::LinkBot;
 use crate::worker::{Mode, Worker};
 
 /// Why [`run`] returned.
@@ -74,6 +77,21 @@ pub async fn run(
         stop_listening.clone(),
     ));
 
+    // Drain mode is for back-fills and tests: it answers nobody on Telegram.
+    let link_bot = worker
+        .telegram
+        .as_ref()
+        .filter(|_| mode == Mode::Serve)
+        .and_then(|telegram| {
+            LinkBot::new(
+                Arc::clone(telegram),
+                worker.queue.pool().clone(),
+                worker.settings.worker_id.clone(),
+                worker.settings.telegram_poll,
+            )
+        })
+        .map(|bot| tokio::spawn(bot.run(stop_listening.clone())));
+
     let stop = CancellationToken::new();
     let mut work = tokio::spawn(worker.run(mode, wake, stop.clone(), grace));
     let stopped = tokio::select! {
@@ -94,6 +112,9 @@ pub async fn run(
 
     stop_listening.cancel();
     let _ = listener.await;
+    if let Some(link_bot) = link_bot {
+        let _ = link_bot.await;
+    }
     let _ = stop_health.send(());
     let health = match health_server.await {
         Ok(drain) => drain,

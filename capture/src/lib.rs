@@ -32,6 +32,10 @@
 //! - [`telegram`]: the Bot API client that sends a trader their signal and
 //!   its screenshot (or why there is none) when they asked for it; retried
 //!   on flood limits and 5xx, never part of the signal's own fate.
+//! - [`telegram_link`]: the bot's side of linking a trader's chat by proof
+//!   (`/start <code>`, `/stop`): one daemon long-polls the bot's updates
+//!   under a lease in the database, which links the chat and keeps the
+//!   offset.
 //!
 //! Data flow: NOTIFY (or the poll) wakes [`worker`], which claims jobs from
 //! [`queue`], opens the trader's sealed session (`cookie-seal`), renders in
@@ -54,6 +58,7 @@ pub mod render;
 pub mod session;
 pub mod storage;
 pub mod telegram;
+pub mod telegram_link;
 pub mod worker;
 
 pub use config::Config;

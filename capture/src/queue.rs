@@ -127,6 +127,12 @@ impl Queue {
         Self { pool }
     }
 
+    /// The pool these calls run on (shared with the Telegram linking loop,
+    /// whose calls are as short).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Claims up to `limit` due jobs under a lease of `lease`.
     pub async fn claim(
         &self,

@@ -14,6 +14,9 @@
 //!   5xx get a short backoff. Any other `4xx` (a chat that does not exist,
 //!   a bot the trader blocked) will not get better by retrying and ends the
 //!   attempt at once.
+//! - The same client is the bot's voice when traders link their chat
+//!   ([`crate::telegram_link`]): [`Telegram::reply`] and the single
+//!   [`Telegram::call`] that `getUpdates` needs.
 //! - The bot token is part of every request path (`/bot<token>/sendPhoto`).
 //!   reqwest puts the URL into its error messages, so every error is
 //!   stripped of its URL before it leaves this module, and the token never
@@ -113,6 +116,19 @@ pub enum NotifyError {
     GaveUp { attempts: u32, last: String },
 }
 
+/// Why a single Bot API call ([`Telegram::call`]) returned no result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No answer, or not a Bot API answer (the URL, with the token, is
+    /// never part of the message).
+    #[error("the Bot API could not be reached: {0}")]
+    Network(String),
+    /// The Bot API answered `ok: false` (e.g. 409 when a webhook is set or
+    /// another client is polling, 401 for a revoked token).
+    #[error("the Bot API refused the call ({status}): {description}")]
+    Refused { status: u16, description: String },
+}
+
 /// How hard [`Telegram::send`] tries.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -195,14 +211,74 @@ impl Telegram {
         }
     }
 
+    /// The bot's id: the number before the `:` in its token (not a secret;
+    /// Telegram shows it as the bot's user id). `None` for a token that is
+    /// not shaped like one.
+    pub fn bot_id(&self) -> Option<i64> {
+        bot_id_of(self.bot_token.expose_secret())
+    }
+
     /// Sends the notification: `sendPhoto` with the screenshot and an HTML
     /// caption, or `sendMessage` with the failure reason.
     pub async fn send(&self, notification: &Notification) -> Result<(), NotifyError> {
         let caption = caption(notification);
+        self.deliver(|| self.notification_request(notification, &caption))
+            .await
+    }
+
+    /// Sends `text` (plain, no parse mode) to `chat_id`: the bot's replies
+    /// to the commands traders send it.
+    pub async fn reply(&self, chat_id: i64, text: &str) -> Result<(), NotifyError> {
+        self.deliver(|| {
+            self.http
+                .post(self.method_url("sendMessage"))
+                .json(&serde_json::json!({ "chat_id": chat_id, "text": text }))
+        })
+        .await
+    }
+
+    /// One Bot API call with a JSON body, no retries: its `result`. For
+    /// `getUpdates`, whose caller polls again anyway.
+    pub async fn call(
+        &self,
+        method: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, CallError> {
+        let response = self
+            .http
+            .post(self.method_url(method))
+            .json(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| CallError::Network(e.without_url().to_string()))?;
+        let status = response.status();
+        let answer: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| CallError::Network(e.without_url().to_string()))?;
+        if status.is_success() && answer["ok"] == true {
+            return Ok(answer["result"].clone());
+        }
+        Err(CallError::Refused {
+            status: status.as_u16(),
+            description: answer["description"]
+                .as_str()
+                .map_or_else(|| status.to_string(), str::to_owned),
+        })
+    }
+
+    /// Sends what `request` builds (anew for each attempt), retrying flood
+    /// limits, 5xx and network errors as [`RetryPolicy`] says.
+    async fn deliver(
+        &self,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<(), NotifyError> {
         let mut backoff = self.retry.backoff;
         let mut last = String::new();
         for attempt in 1..=self.retry.attempts.max(1) {
-            match self.attempt(notification, &caption).await {
+            match self.attempt(request()).await {
                 Attempt::Delivered => return Ok(()),
                 Attempt::Rejected(error) => return Err(error),
                 Attempt::Retry { after, why } => {
@@ -226,9 +302,14 @@ impl Telegram {
         })
     }
 
-    async fn attempt(&self, notification: &Notification, caption: &str) -> Attempt {
+    /// `sendPhoto` with the screenshot, or `sendMessage` with the reason.
+    fn notification_request(
+        &self,
+        notification: &Notification,
+        caption: &str,
+    ) -> reqwest::RequestBuilder {
         let chat_id = notification.chat_id.as_str().to_owned();
-        let request = match &notification.screenshot {
+        match &notification.screenshot {
             Screenshot::Captured(png) => {
                 let photo = Part::stream(reqwest::Body::from(png.clone()))
                     .file_name("signal.png")
@@ -251,7 +332,10 @@ impl Telegram {
                         "link_preview_options": { "is_disabled": true },
                     }))
             }
-        };
+        }
+    }
+
+    async fn attempt(&self, request: reqwest::RequestBuilder) -> Attempt {
         let response = match request.timeout(self.retry.timeout).send().await {
             Ok(response) => response,
             Err(error) => {
@@ -298,6 +382,16 @@ impl Telegram {
         url.set_path(&format!("/bot{}/{method}", self.bot_token.expose_secret()));
         url
     }
+}
+
+/// The bot id in a bot token (`<bot id>:<secret>`, as `@BotFather` gives
+/// it); `None` when `token` is not shaped like one.
+pub fn bot_id_of(token: &str) -> Option<i64> {
+    let (id, secret) = token.split_once(':')?;
+    (!secret.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| id.parse().ok())
+        .flatten()
+        .filter(|id| *id > 0)
 }
 
 /// The notification about `signal_id`, if its owner wants one for this
@@ -468,6 +562,22 @@ mod tests {
         let text = caption(&n);
         assert!(text.chars().count() <= CAPTION_LIMIT);
         assert!(text.ends_with("&amp;…"), "{}", &text[text.len() - 20..]);
+    }
+
+    #[test]
+    fn the_bot_id_is_the_tokens_number() {
+        assert_eq!(bot_id_of("123456:AAH-secret_x"), Some(123_456));
+        for bad in [
+            "",
+            "123456",
+            "123456:",
+            ":secret",
+            "12a:secret",
+            "0:secret",
+            "-5:secret",
+        ] {
+            assert_eq!(bot_id_of(bad), None, "{bad}");
+        }
     }
 
     #[test]
