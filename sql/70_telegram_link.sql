@@ -96,8 +96,10 @@ comment on function private.guard_telegram_link() is
   'Trigger on user_config: link codes only through telegram_link_code(), chats only through the bot; unlinking always.';
 revoke all on function private.guard_telegram_link() from public, anon, authenticated, service_role;
 
+-- Only on writes naming these columns: ingest_signal updates every trader's quota counters on each
+-- signal, and must not pay for this check.
 create or replace trigger guard_telegram_link
-  before update on public.user_config
+  before update of telegram_chat_id, telegram_linked_at, telegram_link_code_expires_at on public.user_config
   for each row execute function private.guard_telegram_link();
 
 -- The dashboard's "link Telegram" button: a code to send to the bot as `/start <code>` (or in the

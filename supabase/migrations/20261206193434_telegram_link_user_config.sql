@@ -2,7 +2,7 @@
 -- It holds the source files below, whole, as they were when it was written; every statement in
 -- them is re-runnable, so it applies on top of the migrations before it. Change the files there
 -- and run scripts/sync-migrations, which adds a migration holding the files that changed.
--- source sql/70_telegram_link.sql sha256:9527e34a313a0dd8bba6890f0bf2f912558d770fc446400b59f80239ba5e1eae
+-- source sql/70_telegram_link.sql sha256:17ead52af82b1967f5d24642e6b4016d1e5259d4c7eb8201d7f38d877736c9cb
 -- source rls-policies/20_user_config.sql sha256:bd2250d6d961ae01bbe376be42152d3849058676e198a7e61f008ce516937dd5
 
 -- ==== sql/70_telegram_link.sql
@@ -105,8 +105,10 @@ comment on function private.guard_telegram_link() is
   'Trigger on user_config: link codes only through telegram_link_code(), chats only through the bot; unlinking always.';
 revoke all on function private.guard_telegram_link() from public, anon, authenticated, service_role;
 
+-- Only on writes naming these columns: ingest_signal updates every trader's quota counters on each
+-- signal, and must not pay for this check.
 create or replace trigger guard_telegram_link
-  before update on public.user_config
+  before update of telegram_chat_id, telegram_linked_at, telegram_link_code_expires_at on public.user_config
   for each row execute function private.guard_telegram_link();
 
 -- The dashboard's "link Telegram" button: a code to send to the bot as `/start <code>` (or in the
