@@ -36,8 +36,8 @@ begin
            'OANDA:EURUSD', 'OANDA', 'EURUSD', 1.0842, 'short', '5', null, 'win', 31.50),
       (4,  '{"symbol": "SOLUSDT", "exchange": "BINANCE", "close": 152.3, "side": "long", "tf": "15m", "strategy": "Scalper"}',
            'BINANCE:SOLUSDT', 'BINANCE', 'SOLUSDT', 152.30, 'long', '15m', 'Scalper', 'loss', -22.40),
-      (3,  E'Indicador: Trend Pro\nSímbolo: BINANCE:BTCUSDT\nDirección: venta\nPrecio: 1.234,56 USDT',
-           'BINANCE:BTCUSDT', 'BINANCE', 'BTCUSDT', 1234.56, 'short', null, 'Trend Pro', 'pending', null)
+      (3,  E'Indicador: Trend Pro\nSímbolo: BINANCE:BTCUSDT\nDirección: venta\nPrecio: 68.234,56 USDT',
+           'BINANCE:BTCUSDT', 'BINANCE', 'BTCUSDT', 68234.56, 'short', null, 'Trend Pro', 'pending', null)
     ) as t(hours_ago, body, ticker, exchange, symbol, price, direction, tf, indicator, result, pnl)
   loop
     v_result := public.ingest_signal(v_token, now() - make_interval(hours => r.hours_ago), r.body, null,

@@ -164,6 +164,8 @@ export type Database = {
           screenshot_resolution: string;
           signals_this_period: number;
           telegram_chat_id: string | null;
+          telegram_link_code_expires_at: string | null;
+          telegram_linked_at: string | null;
           tradingview_cookies_sealed: string | null;
           updated_at: string;
           user_id: string;
@@ -188,6 +190,8 @@ export type Database = {
           screenshot_resolution?: string;
           signals_this_period?: number;
           telegram_chat_id?: string | null;
+          telegram_link_code_expires_at?: string | null;
+          telegram_linked_at?: string | null;
           tradingview_cookies_sealed?: string | null;
           updated_at?: string;
           user_id: string;
@@ -211,6 +215,8 @@ export type Database = {
           screenshot_resolution?: string;
           signals_this_period?: number;
           telegram_chat_id?: string | null;
+          telegram_link_code_expires_at?: string | null;
+          telegram_linked_at?: string | null;
           tradingview_cookies_sealed?: string | null;
           updated_at?: string;
           user_id?: string;
@@ -320,6 +326,14 @@ export type Database = {
         Returns: boolean;
       };
       signal_stats: { Args: Record<PropertyKey, never>; Returns: Json };
+      telegram_link_code: {
+        Args: Record<PropertyKey, never>;
+        Returns: {
+          code: string;
+          expires_at: string;
+        }[];
+      };
+      unlink_telegram: { Args: Record<PropertyKey, never>; Returns: boolean };
     };
     Enums: {
       [_ in never]: never;

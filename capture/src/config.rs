@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use service_runtime::secret::{DatabaseUrl, SealKeySettings};
-use service_runtime::{Logging, SecretString, SupabaseSettings};
+use service_runtime::{ExposeSecret as _, Logging, SecretString, SupabaseSettings};
 use url::Url;
 
 use crate::egress;
@@ -159,8 +159,9 @@ pub struct Config {
     #[command(flatten)]
     pub seal: SealKeySettings,
 
-    /// Telegram bot token (from `@BotFather`). With it, traders who switched
-    /// notifications on get each signal and its screenshot in their chat.
+    /// Telegram bot token (from `@BotFather`). With it, traders link their
+    /// chat by sending the bot `/start <code>` (the daemon long-polls the
+    /// bot's updates) and then get each signal and its screenshot there.
     #[arg(long, env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
     pub telegram_bot_token: Option<SecretString>,
 
@@ -235,6 +236,14 @@ impl Config {
         {
             return Err(
                 "CAPTURE_LEASE must be at least 10 s and 5 s longer than CAPTURE_JOB_TIMEOUT"
+                    .into(),
+            );
+        }
+        if let Some(token) = &self.telegram_bot_token
+            && crate::telegram::bot_id_of(token.expose_secret()).is_none()
+        {
+            return Err(
+                "TELEGRAM_BOT_TOKEN is not a bot token (<bot id>:<secret>, as @BotFather gives it)"
                     .into(),
             );
         }

@@ -1,16 +1,18 @@
 //! The daemon's top level: what runs, and how it stops.
 //!
-//! Five parts run side by side: the health/metrics endpoint, the LISTEN
+//! Up to six parts run side by side: the health/metrics endpoint, the LISTEN
 //! session ([`crate::listener`]), the queue loop ([`crate::worker`]), the
 //! removal of deleted signals' screenshots ([`crate::deletions`], every
-//! [`crate::deletions::DELETIONS_EVERY`]) and the TradingView session
-//! checks with their gauge ([`crate::session_check`]). The queue loop ends
-//! on shutdown (after finishing or giving back its jobs within the grace
-//! period) or, in drain mode, when the queue is empty (then the deletions
-//! due are removed once more, so a drain leaves nothing queued that it
-//! could do); then the periodic parts and the listener are cancelled and
-//! the health server is stopped with the same grace period, so the process
-//! answers probes for as long as it is doing anything.
+//! [`crate::deletions::DELETIONS_EVERY`]), the TradingView session checks
+//! with their gauge ([`crate::session_check`]) and, with a Telegram bot and
+//! outside drain mode, the bot's chat linking ([`crate::telegram_link`]).
+//! The queue loop ends on shutdown (after finishing or giving back its jobs
+//! within the grace period) or, in drain mode, when the queue is empty (then
+//! the deletions due are removed once more, so a drain leaves nothing queued
+//! that it could do); then the periodic parts, the listener and the bot are
+//! cancelled (the bot gives its poller lease back) and the health server is
+//! stopped with the same grace period, so the process answers probes for as
+//! long as it is doing anything.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::deletions::{self, DELETIONS_EVERY};
 use crate::health::{HealthState, serve_health};
 use crate::session_check::SessionChecks;
+use crate::telegram_link::LinkBot;
 use crate::worker::{Mode, Worker};
 
 /// The daemon's periodic work beside the queue.
@@ -100,6 +103,20 @@ pub async fn run(
     let checking = upkeep
         .sessions
         .map(|sessions| tokio::spawn(sessions.run(upkeep.check_sessions, stop_periodic.clone())));
+    // Drain mode is for back-fills and tests: it answers nobody on Telegram.
+    let link_bot = worker
+        .telegram
+        .as_ref()
+        .filter(|_| mode == Mode::Serve)
+        .and_then(|telegram| {
+            LinkBot::new(
+                Arc::clone(telegram),
+                worker.queue.pool().clone(),
+                worker.settings.worker_id.clone(),
+                worker.settings.telegram_poll,
+            )
+        })
+        .map(|bot| tokio::spawn(bot.run(stop_listening.clone())));
 
     let stop = CancellationToken::new();
     let mut work = tokio::spawn(Arc::clone(&worker).run(mode, wake, stop.clone(), grace));
@@ -129,6 +146,9 @@ pub async fn run(
     }
     stop_listening.cancel();
     let _ = listener.await;
+    if let Some(link_bot) = link_bot {
+        let _ = link_bot.await;
+    }
     let _ = stop_health.send(());
     let health = match health_server.await {
         Ok(drain) => drain,

@@ -6,9 +6,13 @@
 //! recent signals on the same ticker as a price line, long and short markers,
 //! the new signal ringed, and a header with ticker, price, direction and time.
 //! Pure (no I/O), so it is tested directly. [`page`] reads top to bottom as
-//! the picture is drawn: header, grid, then either the price axis, line and
-//! markers or a note that there is no history yet. (Its metric label stays
-//! `fallback`, the name dashboards already chart.)
+//! the picture is drawn: header, then either the grid at the price axis'
+//! ticks ([`axis`]: fitted to the prices, round steps, the instrument's
+//! precision), the line and the markers, or a plain grid and a note that
+//! there is no history yet. (Its metric label stays `fallback`, the name
+//! dashboards already chart.)
+
+pub mod axis;
 
 use std::fmt::Write as _;
 
@@ -17,6 +21,8 @@ use signal_vocabulary::{ChartTheme, Direction, Resolution};
 use uuid::Uuid;
 
 use crate::queue::HistoryPoint;
+
+use self::axis::Axis;
 
 /// The page's readiness check: the page is static, so "loaded" is "drawn".
 pub const READY_CHECK: &str =
@@ -78,16 +84,6 @@ fn is_short(direction: Option<Direction>) -> bool {
     direction == Some(Direction::Short)
 }
 
-fn format_price(price: f64) -> String {
-    if price.abs() >= 1000.0 {
-        format!("{price:.2}")
-    } else if price.abs() >= 1.0 {
-        format!("{price:.4}")
-    } else {
-        format!("{price:.8}")
-    }
-}
-
 /// The chart's drawing area inside a `width` x `height` viewport, below the
 /// header and left of the price axis.
 #[derive(Clone, Copy)]
@@ -101,6 +97,8 @@ struct Frame {
 
 impl Frame {
     const HEADER_HEIGHT: f64 = 72.0;
+    /// The least room between two price ticks, in pixels.
+    const TICK_SPACING: f64 = 64.0;
 
     fn new(width: u32, height: u32) -> Self {
         let (width, height) = (f64::from(width), f64::from(height));
@@ -117,6 +115,19 @@ impl Frame {
     fn grid_y(&self, i: u8) -> f64 {
         self.top + (self.bottom - self.top) * f64::from(i) / 4.0
     }
+
+    /// How many price ticks fit on the frame's height.
+    fn max_ticks(&self) -> usize {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a viewport's height over the spacing: a small positive number"
+        )]
+        let ticks = ((self.bottom - self.top) / Self::TICK_SPACING)
+            .floor()
+            .max(2.0) as usize;
+        ticks
+    }
 }
 
 /// One signal on the chart.
@@ -125,6 +136,8 @@ struct Point {
     /// Milliseconds since the epoch.
     time: f64,
     price: f64,
+    /// The decimals the price was sent with.
+    decimals: u32,
     direction: Option<Direction>,
     /// The signal being captured (ringed).
     current: bool,
@@ -142,6 +155,7 @@ fn points(headline: &Headline<'_>, history: &[HistoryPoint]) -> Vec<Point> {
         .map(|p| Point {
             time: p.time.timestamp_millis() as f64,
             price: p.price,
+            decimals: p.decimals.max(axis::decimals_of(p.price)),
             direction: p.direction,
             current: p.signal_id == headline.signal_id,
         })
@@ -152,6 +166,7 @@ fn points(headline: &Headline<'_>, history: &[HistoryPoint]) -> Vec<Point> {
         points.push(Point {
             time: headline.time.timestamp_millis() as f64,
             price,
+            decimals: axis::decimals_of(price),
             direction: headline.direction,
             current: true,
         });
@@ -159,35 +174,34 @@ fn points(headline: &Headline<'_>, history: &[HistoryPoint]) -> Vec<Point> {
     points
 }
 
+/// The instrument's precision: the most decimals any price was sent with.
+fn precision(points: &[Point]) -> u32 {
+    points.iter().map(|p| p.decimals).max().unwrap_or(0)
+}
+
 /// Maps times and prices onto the frame.
 struct Scale {
     frame: Frame,
     t_min: f64,
     t_max: f64,
-    p_min: f64,
-    p_max: f64,
+    axis: Axis,
 }
 
 impl Scale {
-    /// Fits `points` (at least one) into `frame`, with some room above and
-    /// below the prices.
-    fn fit(points: &[Point], frame: Frame) -> Self {
+    /// Fits `points` into `frame`: times across, the price axis
+    /// ([`Axis::fit`]) up; `None` without points.
+    fn fit(points: &[Point], frame: Frame) -> Option<Self> {
+        let prices: Vec<f64> = points.iter().map(|p| p.price).collect();
+        let axis = Axis::fit(&prices, precision(points), frame.max_ticks())?;
         let (t_min, t_max) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
             (a.min(p.time), b.max(p.time))
         });
-        let (p_min, p_max) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
-            (a.min(p.price), b.max(p.price))
-        });
-        let pad = ((p_max - p_min) * 0.1).max(p_max.abs() * 0.001).max(1e-9);
-        // Prices are never negative: keep the axis from dipping below zero.
-        let (p_min, p_max) = ((p_min - pad).max(0.0_f64.min(p_min)), p_max + pad);
-        Self {
+        Some(Self {
             frame,
             t_min,
             t_max,
-            p_min,
-            p_max,
-        }
+            axis,
+        })
     }
 
     fn x(&self, t: f64) -> f64 {
@@ -201,7 +215,7 @@ impl Scale {
 
     fn y(&self, p: f64) -> f64 {
         let Frame { top, bottom, .. } = self.frame;
-        bottom - (bottom - top) * (p - self.p_min) / (self.p_max - self.p_min)
+        bottom - (bottom - top) * (p - self.axis.low) / (self.axis.high - self.axis.low)
     }
 }
 
@@ -227,15 +241,19 @@ pub fn page(
         r#"<rect width="100%" height="100%" fill="{}"/>"#,
         palette.background
     );
-    header(&mut svg, headline, &frame, palette);
-    grid(&mut svg, &frame, palette);
-    if points.is_empty() {
-        no_history(&mut svg, &frame, palette);
-    } else {
-        let scale = Scale::fit(&points, frame);
+    if let Some(scale) = Scale::fit(&points, frame) {
+        let price = headline.price.map(|p| scale.axis.format(p));
+        header(&mut svg, headline, price, &frame, palette);
         price_axis(&mut svg, &scale, palette);
         line(&mut svg, &scale, &points, palette);
         markers(&mut svg, &scale, &points);
+    } else {
+        let price = headline
+            .price
+            .map(|p| axis::format_price(p, axis::decimals_of(p)));
+        header(&mut svg, headline, price, &frame, palette);
+        grid(&mut svg, &frame, palette);
+        no_history(&mut svg, &frame, palette);
     }
     svg.push_str("</svg>");
 
@@ -248,9 +266,15 @@ pub fn page(
     )
 }
 
-/// Ticker, time and indicator on the left; price and a LONG / SHORT /
-/// SIGNAL badge on the right.
-fn header(svg: &mut String, headline: &Headline<'_>, frame: &Frame, palette: &Palette) {
+/// Ticker, time and indicator on the left; price (as the axis writes it)
+/// and a LONG / SHORT / SIGNAL badge on the right.
+fn header(
+    svg: &mut String,
+    headline: &Headline<'_>,
+    price: Option<String>,
+    frame: &Frame,
+    palette: &Palette,
+) {
     let w = frame.width;
     let (label, colour) = if is_short(headline.direction) {
         ("SHORT", SHORT)
@@ -259,7 +283,7 @@ fn header(svg: &mut String, headline: &Headline<'_>, frame: &Frame, palette: &Pa
     } else {
         ("SIGNAL", palette.line)
     };
-    let price = headline.price.map(format_price).unwrap_or_default();
+    let price = price.unwrap_or_default();
     let _ = write!(
         svg,
         r#"<text x="24" y="34" font-family="sans-serif" font-size="24" font-weight="bold" fill="{}">{}</text>"#,
@@ -288,7 +312,7 @@ fn header(svg: &mut String, headline: &Headline<'_>, frame: &Frame, palette: &Pa
     );
 }
 
-/// Five horizontal lines across the frame.
+/// Five horizontal lines across the frame (when there is no price axis).
 fn grid(svg: &mut String, frame: &Frame, palette: &Palette) {
     let Frame { left, right, .. } = *frame;
     for i in 0..=4 {
@@ -312,17 +336,23 @@ fn no_history(svg: &mut String, frame: &Frame, palette: &Palette) {
     );
 }
 
-/// A price label beside each grid line.
+/// A grid line across the frame and a label beside it at each tick.
 fn price_axis(svg: &mut String, scale: &Scale, palette: &Palette) {
-    for i in 0..=4 {
-        let value = scale.p_max - (scale.p_max - scale.p_min) * f64::from(i) / 4.0;
+    let Frame { left, right, .. } = scale.frame;
+    for tick in scale.axis.ticks() {
+        let y = scale.y(tick.price);
         let _ = write!(
             svg,
-            r#"<text x="{:.1}" y="{:.1}" font-family="sans-serif" font-size="12" fill="{}">{}</text>"#,
-            scale.frame.right + 8.0,
-            scale.frame.grid_y(i) + 4.0,
+            r#"<line x1="{left}" y1="{y:.1}" x2="{right}" y2="{y:.1}" stroke="{}" stroke-width="1"/>"#,
+            palette.grid
+        );
+        let _ = write!(
+            svg,
+            r#"<text class="tick" x="{:.1}" y="{:.1}" font-family="sans-serif" font-size="12" fill="{}">{}</text>"#,
+            right + 8.0,
+            y + 4.0,
             palette.muted,
-            escape(&format_price(value))
+            escape(&tick.label)
         );
     }
 }
@@ -376,8 +406,107 @@ mod tests {
             signal_id: Uuid::new_v4(),
             time: DateTime::from_timestamp(1_700_000_000 + minutes * 60, 0).unwrap(),
             price,
+            decimals: 0,
             direction: Some(direction),
         }
+    }
+
+    /// The tick labels the page draws, in the order drawn (bottom up).
+    fn tick_labels(html: &str) -> Vec<&str> {
+        html.split(r#"<text class="tick""#)
+            .skip(1)
+            .map(|t| {
+                t.split('>')
+                    .nth(1)
+                    .and_then(|l| l.split('<').next())
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// The y of every marker's tip, from the triangles' paths.
+    fn marker_ys(html: &str) -> Vec<f64> {
+        html.split("<path d=\"M")
+            .skip(1)
+            .map(|p| {
+                let tip = p.split(" L").nth(2).unwrap();
+                tip.split(['Z', ' '])
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .nth(1)
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_demo_traders_bitcoin_history_gets_a_fitted_axis() {
+        let mut history = vec![
+            point(0, 67_890.5, Direction::Long),
+            point(420, 68_234.56, Direction::Short),
+            point(600, 68_512.5, Direction::Long),
+        ];
+        history[1].decimals = 2;
+        let headline = Headline {
+            signal_id: history[2].signal_id,
+            ticker: "BINANCE:BTCUSDT",
+            price: Some(68_512.5),
+            direction: Some(Direction::Long),
+            time: history[2].time,
+            indicator: Some("Demo indicator"),
+        };
+        let html = page(&headline, &history, Resolution::Hd, ChartTheme::Dark);
+        // 67890.5 - 8 % of the range .. 68512.5 + 8 %, in steps of 100, at
+        // the two decimals one of the prices was sent with: drawn bottom up.
+        assert_eq!(
+            tick_labels(&html),
+            [
+                "67900.00", "68000.00", "68100.00", "68200.00", "68300.00", "68400.00", "68500.00"
+            ]
+        );
+        assert!(
+            html.contains(">68512.50</text>"),
+            "header price at the precision"
+        );
+        // Every marker inside the frame, none at its edges: the lowest price
+        // near the bottom, the highest near the top, with the margin.
+        let frame = Frame::new(1280, 720);
+        let ys = marker_ys(&html);
+        assert_eq!(ys.len(), 3);
+        for y in &ys {
+            assert!(
+                *y > frame.top + 20.0 && *y < frame.bottom - 20.0,
+                "{y} in {ys:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_single_price_is_drawn_mid_frame() {
+        let history = vec![point(0, 1.0842, Direction::Short)];
+        let headline = Headline {
+            signal_id: history[0].signal_id,
+            ticker: "OANDA:EURUSD",
+            price: Some(1.0842),
+            direction: Some(Direction::Short),
+            time: history[0].time,
+            indicator: None,
+        };
+        let html = page(&headline, &history, Resolution::Hd, ChartTheme::Light);
+        let labels = tick_labels(&html);
+        assert!(labels.len() >= 2, "{labels:?}");
+        assert!(
+            labels.iter().all(|l| l.len() == "1.0842".len()),
+            "{labels:?}"
+        );
+        let frame = Frame::new(1280, 720);
+        let middle = f64::midpoint(frame.top, frame.bottom);
+        // The short marker's tip is 7 px below the price.
+        let tip = marker_ys(&html)[0];
+        assert!((tip - 7.0 - middle).abs() < 1.0, "{tip} vs {middle}");
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!   capture (pre-warmed spares, so a job starts on a ready tab); the
 //!   trader's chart with their session, read as [`page`] says (drawn, signed
 //!   out, the chart area, the overlays, the symbol), or
-//! - [`history_chart`]: the built-in chart of the trader's signal history.
+//! - [`history_chart`]: the built-in chart of the trader's signal history
+//!   ([`history_chart::axis`]: its price axis, fitted to the prices shown).
 //! - [`chromium`]: Chromium started isolated (never as root, sandboxed, an
 //!   empty environment, a fresh profile per launch) and so that it dies
 //!   with the daemon.
@@ -44,6 +45,10 @@
 //! - [`telegram`]: the Bot API client that sends a trader their signal and
 //!   its screenshot (or why there is none) when they asked for it; retried
 //!   on flood limits and 5xx, never part of the signal's own fate.
+//! - [`telegram_link`]: the bot's side of linking a trader's chat by proof
+//!   (`/start <code>`, `/stop`): one daemon long-polls the bot's updates
+//!   under a lease in the database, which links the chat and keeps the
+//!   offset.
 //!
 //! Data flow: NOTIFY (or the poll) wakes [`worker`], which claims jobs from
 //! [`queue`], opens the trader's sealed session (`cookie-seal`), renders in
@@ -70,6 +75,7 @@ pub mod session;
 pub mod session_check;
 pub mod storage;
 pub mod telegram;
+pub mod telegram_link;
 pub mod worker;
 
 pub use config::Config;

@@ -86,6 +86,9 @@ pub struct HistoryPoint {
     pub signal_id: Uuid,
     pub time: DateTime<Utc>,
     pub price: f64,
+    /// The decimals the alert gave the price with (`67890.50`: 2), which
+    /// a float cannot keep: the chart labels its axis at that precision.
+    pub decimals: u32,
     pub direction: Option<Direction>,
 }
 
@@ -125,7 +128,7 @@ impl Queue {
     }
 
     /// The pool, for the daemon's other periodic work (deleted screenshots,
-    /// session checks).
+    /// session checks, the Telegram linking loop).
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -329,7 +332,7 @@ impl Queue {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "select id, \"timestamp\", price::float8, direction from ( \
+                "select id, \"timestamp\", price::float8, scale(price), direction from ( \
                    select id, \"timestamp\", price, direction from public.signals \
                     where user_id = $1 and ticker = $2 and price is not null and \"timestamp\" <= $3 \
                     order by \"timestamp\" desc limit $4) h \
@@ -343,7 +346,8 @@ impl Queue {
                     signal_id: r.get(0),
                     time: r.get(1),
                     price: r.get(2),
-                    direction: optional(r.get(3))?,
+                    decimals: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+                    direction: optional(r.get(4))?,
                 })
             })
             .collect()

@@ -14,6 +14,9 @@
 //!   5xx get a short backoff. Any other `4xx` (a chat that does not exist,
 //!   a bot the trader blocked) will not get better by retrying and ends the
 //!   attempt at once.
+//! - The same client is the bot's voice when traders link their chat
+//!   ([`crate::telegram_link`]): [`Telegram::reply`] and the single
+//!   [`Telegram::call`] that `getUpdates` needs.
 //! - The bot token is part of every request path (`/bot<token>/sendPhoto`).
 //!   reqwest puts the URL into its error messages, so every error is
 //!   stripped of its URL before it leaves this module, and the token never
@@ -113,6 +116,19 @@ pub enum NotifyError {
     GaveUp { attempts: u32, last: String },
 }
 
+/// Why a single Bot API call ([`Telegram::call`]) returned no result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No answer, or not a Bot API answer (the URL, with the token, is
+    /// never part of the message).
+    #[error("the Bot API could not be reached: {0}")]
+    Network(String),
+    /// The Bot API answered `ok: false` (e.g. 409 when a webhook is set or
+    /// another client is polling, 401 for a revoked token).
+    #[error("the Bot API refused the call ({status}): {description}")]
+    Refused { status: u16, description: String },
+}
+
 /// How hard [`Telegram::send`] tries.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -178,12 +194,6 @@ const SESSION_EXPIRED_TEXT: &str = "<b>Your TradingView session has expired or w
 Paste fresh sessionid and sessionid_sign cookies in your settings to get chart screenshots again; \
 until then your signals come with the built-in chart.";
 
-/// What goes with the text: `sendPhoto` with the PNG, or `sendMessage`.
-enum Message<'a> {
-    Photo(&'a Bytes),
-    Text,
-}
-
 /// What one attempt came to.
 enum Attempt {
     Delivered,
@@ -206,37 +216,81 @@ impl Telegram {
         }
     }
 
+    /// The bot's id: the number before the `:` in its token (not a secret;
+    /// Telegram shows it as the bot's user id). `None` for a token that is
+    /// not shaped like one.
+    pub fn bot_id(&self) -> Option<i64> {
+        bot_id_of(self.bot_token.expose_secret())
+    }
+
     /// Sends the notification: `sendPhoto` with the screenshot and an HTML
     /// caption, or `sendMessage` with the failure reason.
     pub async fn send(&self, notification: &Notification) -> Result<(), NotifyError> {
         let caption = caption(notification);
-        let message = match &notification.screenshot {
-            Screenshot::Captured(png) => Message::Photo(png),
-            Screenshot::Failed(_) => Message::Text,
-        };
-        self.deliver(&notification.chat_id, &caption, &message)
+        self.deliver(|| self.notification_request(notification, &caption))
             .await
     }
 
     /// Tells the trader their TradingView session expired (once per
     /// expiry: the caller sends it only when it expired the session).
     pub async fn send_session_expired(&self, chat_id: &ChatId) -> Result<(), NotifyError> {
-        self.deliver(chat_id, SESSION_EXPIRED_TEXT, &Message::Text)
+        self.deliver(|| self.html_message(chat_id.as_str(), SESSION_EXPIRED_TEXT))
             .await
     }
 
-    /// Sends `text` (HTML) to `chat_id`, with the photo if there is one,
-    /// retried as [`RetryPolicy`] says.
+    /// Sends `text` (plain, no parse mode) to `chat_id`: the bot's replies
+    /// to the commands traders send it.
+    pub async fn reply(&self, chat_id: i64, text: &str) -> Result<(), NotifyError> {
+        self.deliver(|| {
+            self.http
+                .post(self.method_url("sendMessage"))
+                .json(&serde_json::json!({ "chat_id": chat_id, "text": text }))
+        })
+        .await
+    }
+
+    /// One Bot API call with a JSON body, no retries: its `result`. For
+    /// `getUpdates`, whose caller polls again anyway.
+    pub async fn call(
+        &self,
+        method: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, CallError> {
+        let response = self
+            .http
+            .post(self.method_url(method))
+            .json(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| CallError::Network(e.without_url().to_string()))?;
+        let status = response.status();
+        let answer: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| CallError::Network(e.without_url().to_string()))?;
+        if status.is_success() && answer["ok"] == true {
+            return Ok(answer["result"].clone());
+        }
+        Err(CallError::Refused {
+            status: status.as_u16(),
+            description: answer["description"]
+                .as_str()
+                .map_or_else(|| status.to_string(), str::to_owned),
+        })
+    }
+
+    /// Sends what `request` builds (anew for each attempt), retrying flood
+    /// limits, 5xx and network errors as [`RetryPolicy`] says.
     async fn deliver(
         &self,
-        chat_id: &ChatId,
-        text: &str,
-        message: &Message<'_>,
+        request: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<(), NotifyError> {
         let mut backoff = self.retry.backoff;
         let mut last = String::new();
         for attempt in 1..=self.retry.attempts.max(1) {
-            match self.attempt(chat_id, text, message).await {
+            match self.attempt(request()).await {
                 Attempt::Delivered => return Ok(()),
                 Attempt::Rejected(error) => return Err(error),
                 Attempt::Retry { after, why } => {
@@ -260,11 +314,16 @@ impl Telegram {
         })
     }
 
-    async fn attempt(&self, chat_id: &ChatId, caption: &str, message: &Message<'_>) -> Attempt {
-        let chat_id = chat_id.as_str().to_owned();
-        let request = match message {
-            Message::Photo(png) => {
-                let photo = Part::stream(reqwest::Body::from((*png).clone()))
+    /// `sendPhoto` with the screenshot, or `sendMessage` with the reason.
+    fn notification_request(
+        &self,
+        notification: &Notification,
+        caption: &str,
+    ) -> reqwest::RequestBuilder {
+        let chat_id = notification.chat_id.as_str().to_owned();
+        match &notification.screenshot {
+            Screenshot::Captured(png) => {
+                let photo = Part::stream(reqwest::Body::from(png.clone()))
                     .file_name("signal.png")
                     .mime_str("image/png")
                     .expect("image/png is a valid MIME type");
@@ -275,17 +334,23 @@ impl Telegram {
                     .part("photo", photo);
                 self.http.post(self.method_url("sendPhoto")).multipart(form)
             }
-            Message::Text => {
-                self.http
-                    .post(self.method_url("sendMessage"))
-                    .json(&serde_json::json!({
-                        "chat_id": chat_id,
-                        "text": caption,
-                        "parse_mode": "HTML",
-                        "link_preview_options": { "is_disabled": true },
-                    }))
-            }
-        };
+            Screenshot::Failed(_) => self.html_message(&chat_id, caption),
+        }
+    }
+
+    /// `sendMessage` with `text` as HTML, without a link preview.
+    fn html_message(&self, chat_id: &str, text: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(self.method_url("sendMessage"))
+            .json(&serde_json::json!({
+                "chat_id": chat_id,
+                "text": text,
+                "parse_mode": "HTML",
+                "link_preview_options": { "is_disabled": true },
+            }))
+    }
+
+    async fn attempt(&self, request: reqwest::RequestBuilder) -> Attempt {
         let response = match request.timeout(self.retry.timeout).send().await {
             Ok(response) => response,
             Err(error) => {
@@ -332,6 +397,16 @@ impl Telegram {
         url.set_path(&format!("/bot{}/{method}", self.bot_token.expose_secret()));
         url
     }
+}
+
+/// The bot id in a bot token (`<bot id>:<secret>`, as `@BotFather` gives
+/// it); `None` when `token` is not shaped like one.
+pub fn bot_id_of(token: &str) -> Option<i64> {
+    let (id, secret) = token.split_once(':')?;
+    (!secret.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| id.parse().ok())
+        .flatten()
+        .filter(|id| *id > 0)
 }
 
 /// The notification about `signal_id`, if its owner wants one for this
@@ -502,6 +577,22 @@ mod tests {
         let text = caption(&n);
         assert!(text.chars().count() <= CAPTION_LIMIT);
         assert!(text.ends_with("&amp;…"), "{}", &text[text.len() - 20..]);
+    }
+
+    #[test]
+    fn the_bot_id_is_the_tokens_number() {
+        assert_eq!(bot_id_of("123456:AAH-secret_x"), Some(123_456));
+        for bad in [
+            "",
+            "123456",
+            "123456:",
+            ":secret",
+            "12a:secret",
+            "0:secret",
+            "-5:secret",
+        ] {
+            assert_eq!(bot_id_of(bad), None, "{bad}");
+        }
     }
 
     #[test]

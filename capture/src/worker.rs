@@ -95,6 +95,8 @@ pub struct Settings {
     /// Chart URL with `{chart_id}`, `{symbol}`, `{interval}`, `{theme}`,
     /// `{ticker}`, `{exchange}` placeholders (each value URL-encoded).
     pub chart_url_template: String,
+    /// How the Telegram bot's chat linking polls (with a bot token only).
+    pub telegram_poll: crate::telegram_link::PollSettings,
 }
 
 /// Why one attempt failed.

@@ -1,9 +1,9 @@
 # shellcheck shell=bash
 # The capture daemon in the local stack (sourced by scripts/dev after stack.sh): built from this
 # checkout, run in the background with the stack's settings, screenshots written under
-# $SCREENSHOT_DIR (STORAGE=fs:...), a local cookie-seal key in the stack's secrets. Run as root, it
-# starts Chromium as CAPTURE_CHROMIUM_USER (created if missing), which capture_write_env puts into
-# stack.env for the tests too.
+# $SCREENSHOT_DIR (STORAGE=fs:...), the stack's cookie-seal key (the one ingest seals sessions with).
+# Run as root, it starts Chromium as CAPTURE_CHROMIUM_USER (created if missing), which
+# capture_write_env puts into stack.env for the tests too.
 #
 # Settings (environment): CAPTURE_HEALTH_PORT (default GATEWAY_PORT + 3), CAPTURE_CHROMIUM_USER
 # (default signalcap-chromium, when run as root), CAPTURE_EGRESS_ALLOW (the host:port entries of
@@ -18,13 +18,6 @@ capture_config() {
   CAPTURE_BIN="$CARGO_TARGET/debug/capture"
 }
 
-capture_ensure_key() {
-  local file="$SECRETS_DIR/cookie_seal_keys"
-  if [[ ! -s "$file" ]]; then
-    (umask 077 && printf 'local1:%s\n' "$(openssl rand -base64 32)" >"$file")
-  fi
-}
-
 capture_start() {
   capture_config
   if pid_alive "$CAPTURE_PID"; then
@@ -34,7 +27,6 @@ capture_start() {
   require_free_port "$CAPTURE_HEALTH_PORT" "capture health"
   info "capture: building (cargo build --locked -p capture)"
   (cd "$REPO_ROOT" && cargo build --locked -q -p capture) || die "cargo build -p capture failed"
-  capture_ensure_key
   ensure_chromium_user
   mkdir -p "$SCREENSHOT_DIR"
   info "capture: starting ($CAPTURE_HEALTH_URL, screenshots in $SCREENSHOT_DIR)"
@@ -86,22 +78,31 @@ ENV
   fi
 }
 
-# One demo alert for the demo trader, followed to its screenshot: prints the PNG's path.
+# One demo alert for the demo trader, followed to its screenshot: prints the PNG's path. Without a
+# TradingView session (a fresh stack) it is the built-in history chart of the seed's BTCUSDT signals
+# and must complete; with one stored (the session snippet was tried), the capture renders
+# TradingView's page, which needs the internet and real cookies, so its outcome is only reported.
 capture_demo_alert() {
   capture_config
-  local signal status path i
+  local signal status path reason session
+  session="$(psql_as "$(database_url)" -At -v id="$DEMO_USER_ID" \
+    <<<"select cookies_valid from public.user_config where user_id = :'id'")"
   signal="$(psql_as "$(database_url)" -At -v token="$DEMO_WEBHOOK_TOKEN" <<'SQL'
 select public.ingest_signal(:'token', now(), 'demo alert ' || clock_timestamp(), null,
-  'BINANCE:BTCUSDT', 'BINANCE', 'BTCUSDT', 97000.5, 'long', 'entry', '60', 'Demo indicator') ->> 'signal_id';
+  'BINANCE:BTCUSDT', 'BINANCE', 'BTCUSDT', 68512.5, 'long', 'entry', '60', 'Demo indicator') ->> 'signal_id';
 SQL
 )"
   [[ -n "$signal" ]] || die "the demo alert was not accepted"
-  for i in $(seq 1 150); do
-    IFS='|' read -r status path < <(psql_as "$(database_url)" -At -v id="$signal" \
-      <<<"select screenshot_status, coalesce(screenshot_path, '') from public.signals where id = :'id'")
+  for _ in $(seq 1 150); do
+    IFS='|' read -r status path reason < <(psql_as "$(database_url)" -At -v id="$signal" \
+      <<<"select screenshot_status, coalesce(screenshot_path, ''), coalesce(screenshot_error, '') from public.signals where id = :'id'")
     [[ "$status" == completed || "$status" == failed ]] && break
     sleep 0.2
   done
+  if [[ "$session" == t ]]; then
+    info "demo alert: signal $signal, rendered with the demo trader's stored TradingView session: $status${path:+ ($SCREENSHOT_DIR/$path)}${reason:+: $reason}"
+    return 0
+  fi
   [[ "$status" == completed ]] || die "the demo alert's screenshot ended as '$status', see $CAPTURE_LOG"
   info "demo alert: signal $signal, screenshot $SCREENSHOT_DIR/$path"
 }

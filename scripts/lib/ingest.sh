@@ -3,9 +3,12 @@
 # checkout and run in the background against the gateway's PostgREST with the service-role key, the
 # path a hosted Supabase project uses (DATABASE_URL is left out on purpose), with its spool in
 # STACK_DIR/ingest-spool, so alerts sent while PostgREST or Postgres is down are answered 202 and
-# stored when it is back.
+# stored when it is back. The dashboard's session endpoint is on: the stack's JWT secret verifies the
+# demo user's access token, the stack's cookie-seal key seals, and DASHBOARD_ORIGIN is a local
+# Next.js dev server's.
 #
-# Settings (environment): INGEST_PORT (default GATEWAY_PORT + 2).
+# Settings (environment): INGEST_PORT (default GATEWAY_PORT + 2), DASHBOARD_ORIGIN (default
+# http://localhost:3000, where `next dev` serves).
 
 ingest_config() {
   INGEST_PID="$RUN_DIR/ingest.pid"
@@ -14,6 +17,7 @@ ingest_config() {
   INGEST_URL="http://127.0.0.1:$INGEST_PORT"
   INGEST_BIN="$CARGO_TARGET/debug/ingest"
   INGEST_SPOOL="$STACK_DIR/ingest-spool"
+  INGEST_DASHBOARD_ORIGIN="${DASHBOARD_ORIGIN:-http://localhost:3000}"
 }
 
 ingest_start() {
@@ -34,6 +38,10 @@ ingest_start() {
     unset DATABASE_URL
     export INGEST_LISTEN="127.0.0.1:$INGEST_PORT"
     export INGEST_SPOOL_DIR="$INGEST_SPOOL"
+    # The session endpoint (PUT/DELETE /v1/tradingview-session); SUPABASE_JWT_SECRET is in stack.env.
+    COOKIE_SEAL_KEYS="$(secret cookie_seal_keys)"
+    export COOKIE_SEAL_KEYS
+    export DASHBOARD_ORIGIN="$INGEST_DASHBOARD_ORIGIN"
     nohup "$INGEST_BIN" >>"$INGEST_LOG" 2>&1 &
     echo $! >"$INGEST_PID"
   )
@@ -58,10 +66,14 @@ ingest_status() {
   fi
 }
 
-# Adds the service's address to stack.env (after stack_write_env rewrote it).
+# Adds the service's address and the dashboard origin it allows to stack.env (after stack_write_env
+# rewrote it).
 ingest_write_env() {
   ingest_config
-  grep -q '^INGEST_URL=' "$STACK_ENV_FILE" 2>/dev/null || printf 'INGEST_URL=%s\n' "$INGEST_URL" >>"$STACK_ENV_FILE"
+  grep -q '^INGEST_URL=' "$STACK_ENV_FILE" 2>/dev/null || cat >>"$STACK_ENV_FILE" <<ENV
+INGEST_URL=$INGEST_URL
+DASHBOARD_ORIGIN=$INGEST_DASHBOARD_ORIGIN
+ENV
 }
 
 # A ready-to-paste request that posts a sample alert for the demo trader.
@@ -73,7 +85,30 @@ Post a sample alert as TradingView would (the answer names the new signal):
 
   curl -sS -X POST '$INGEST_URL/webhook/u/$DEMO_WEBHOOK_TOKEN' \\
     -H 'Content-Type: text/plain' \\
-    --data '{"ticker":"BINANCE:BTCUSDT","price":"67890.5","action":"buy","interval":"60","strategy":"Demo"}'
+    --data '{"ticker":"BINANCE:BTCUSDT","price":"68450.25","action":"buy","interval":"60","strategy":"Demo"}'
+
+EOF
+}
+
+# How to try the dashboard's session endpoint: the README's snippet, with curl and with supabase-js.
+ingest_print_session() {
+  ingest_config
+  local rel="${STACK_DIR#"$REPO_ROOT"/}"
+  cat <<EOF
+Store the demo trader's TradingView session as the dashboard does (README, "The trader's
+TradingView session"); the answer is {"success":true,"cookies_valid":true}:
+
+  set -a; . $rel/stack.env; set +a
+  curl -sS -X PUT "\$INGEST_URL/v1/tradingview-session" \\
+    -H "Authorization: Bearer \$DEMO_USER_ACCESS_TOKEN" -H 'Content-Type: application/json' \\
+    --data '{"sessionid":"<sessionid cookie>","sessionid_sign":"<sessionid_sign cookie>"}'
+  node tests/supabase-js/try-session.mjs     # the same with supabase-js, signed in as the demo trader
+  curl -sS -X DELETE "\$INGEST_URL/v1/tradingview-session" -H "Authorization: Bearer \$DEMO_USER_ACCESS_TOKEN"
+
+From a browser page the endpoint answers CORS for $INGEST_DASHBOARD_ORIGIN (DASHBOARD_ORIGIN=...
+scripts/dev up for another). With a session stored, the demo trader's alerts render TradingView's
+chart page with it (CAPTURE_CHART_URL_TEMPLATE), which needs the internet and real cookies; without
+one they get the built-in history chart.
 
 EOF
 }

@@ -70,6 +70,8 @@ stack_ensure_secrets() {
     mint_jwt "$(secret jwt_secret)" \
       "{\"iss\":\"supabase-demo\",\"role\":\"service_role\",\"exp\":$STACK_KEY_EXPIRY}" >"$SECRETS_DIR/service_role_key"
   fi
+  # The key TradingView sessions are sealed with: ingest seals (the session endpoint), capture opens.
+  [[ -s "$SECRETS_DIR/cookie_seal_keys" ]] || printf 'local1:%s\n' "$(openssl rand -base64 32)" >"$SECRETS_DIR/cookie_seal_keys"
   chmod 600 "$SECRETS_DIR"/*
 }
 

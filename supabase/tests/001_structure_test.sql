@@ -1,7 +1,7 @@
 -- Structure and privileges: what the policies promise, checked on the catalog itself.
 begin;
 set local search_path = extensions, public;
-select plan(25);
+select plan(27);
 
 select tables_are('public', array['plans', 'user_config', 'signals', 'webhook_deliveries', 'trader_notices'],
   'public holds exactly the dashboard tables');
@@ -34,8 +34,8 @@ select is((select array_agg(column_name::text order by column_name) from informa
 select is((select array_agg(column_name::text order by column_name) from information_schema.column_privileges
             where table_schema = 'public' and table_name = 'user_config' and grantee = 'authenticated' and privilege_type = 'UPDATE'),
   array['chart_theme', 'default_chart_id', 'notify_on_failure', 'notify_telegram', 'screenshot_resolution',
-        'telegram_chat_id', 'webhook_enabled', 'webhook_token'],
-  'authenticated updates only settings (and the guarded token) on user_config');
+        'telegram_link_code_expires_at', 'telegram_linked_at', 'webhook_enabled', 'webhook_token'],
+  'authenticated updates only settings (and the guarded token and Telegram link; never the chat id) on user_config');
 select ok(not has_table_privilege('authenticated', 'public.signals', 'insert')
           and not has_table_privilege('authenticated', 'public.user_config', 'insert')
           and not has_table_privilege('authenticated', 'public.user_config', 'delete')
@@ -62,6 +62,8 @@ select ok(has_function_privilege('service_role', 'public.ingest_signal(text, tim
   'the service role can call ingest_signal');
 select function_privs_are('public', 'rotate_webhook_token', array[]::text[], 'authenticated', array['EXECUTE']);
 select function_privs_are('public', 'signal_stats', array[]::text[], 'authenticated', array['EXECUTE']);
+select function_privs_are('public', 'telegram_link_code', array[]::text[], 'authenticated', array['EXECUTE']);
+select function_privs_are('public', 'unlink_telegram', array[]::text[], 'authenticated', array['EXECUTE']);
 select ok(not has_function_privilege('authenticated', 'private.claim_capture_jobs(text, integer, interval)', 'execute')
           and has_function_privilege('service_role', 'private.claim_capture_jobs(text, integer, interval)', 'execute'),
   'only the service role works the capture queue');

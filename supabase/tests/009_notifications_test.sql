@@ -6,10 +6,18 @@ select plan(6);
 insert into auth.users (id, aud, role, email)
 values ('aaaaaaaa-0000-0000-0000-00000000ff01', 'authenticated', 'authenticated', 'notify-on@example.test'),
        ('aaaaaaaa-0000-0000-0000-00000000ff02', 'authenticated', 'authenticated', 'notify-off@example.test');
-update public.user_config set notify_telegram = true, telegram_chat_id = '-1001234567890', notify_on_failure = false
- where user_id = 'aaaaaaaa-0000-0000-0000-00000000ff01';
-update public.user_config set telegram_chat_id = '12345'
- where user_id = 'aaaaaaaa-0000-0000-0000-00000000ff02';
+-- Chats as the bot links them (sql/70_telegram_link.sql; the codes are tested in 011).
+do $$
+begin
+  perform set_config('signal_capture.telegram_chat', 'link', true);
+  update public.user_config set notify_telegram = true, telegram_chat_id = '-1001234567890',
+                                telegram_linked_at = now(), notify_on_failure = false
+   where user_id = 'aaaaaaaa-0000-0000-0000-00000000ff01';
+  update public.user_config set notify_telegram = false, telegram_chat_id = '12345', telegram_linked_at = now()
+   where user_id = 'aaaaaaaa-0000-0000-0000-00000000ff02';
+  perform set_config('signal_capture.telegram_chat', '', true);
+end;
+$$;
 
 create function pg_temp.ingest(p_user uuid, p_body text) returns uuid language sql as $$
   select (public.ingest_signal((select webhook_token from public.user_config where user_id = p_user),

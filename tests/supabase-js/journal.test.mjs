@@ -347,32 +347,60 @@ describe('a trader keeping their journal', () => {
     assert.deepEqual(log.map((d) => d.signal_id).sort(), [jIds[0], null].sort());
   });
 
-  test('edits their own settings but not plan, quota or token', async () => {
+  test('edits their own settings but not plan, quota, token or Telegram chat', async () => {
     const settings = ok(
       await dashboard
         .from('user_config')
-        .update({ chart_theme: 'light', default_chart_id: 'AbC123xY', notify_telegram: true, telegram_chat_id: '-1001234567890' })
+        .update({ chart_theme: 'light', default_chart_id: 'AbC123xY', notify_on_failure: false })
         .eq('user_id', j.id)
-        .select('chart_theme, default_chart_id, notify_telegram, telegram_chat_id, plan')
+        .select('chart_theme, default_chart_id, notify_on_failure, notify_telegram, telegram_chat_id, plan')
         .single(),
     );
     assert.deepEqual(settings, {
       chart_theme: 'light',
       default_chart_id: 'AbC123xY',
-      notify_telegram: true,
-      telegram_chat_id: '-1001234567890',
+      notify_on_failure: false,
+      notify_telegram: false,
+      telegram_chat_id: null,
       plan: 'basic',
     });
-    // A chat Telegram cannot deliver to, or notifications without a chat: a check violation.
-    for (const change of [{ telegram_chat_id: '@bad-name' }, { telegram_chat_id: '0' }, { telegram_chat_id: null }]) {
-      const { error } = await dashboard.from('user_config').update(change).eq('user_id', j.id);
-      assert.equal(error?.code, '23514', `${JSON.stringify(change)}: ${JSON.stringify(error)}`);
-    }
-    for (const change of [{ plan: 'premium' }, { signals_this_period: 0 }, { cookies_valid: true }]) {
+    // Notifications need a chat, and only the bot links one (/start with a code).
+    const { error: noChat } = await dashboard.from('user_config').update({ notify_telegram: true }).eq('user_id', j.id);
+    assert.equal(noChat?.code, '23514', JSON.stringify(noChat));
+    for (const change of [
+      { plan: 'premium' },
+      { signals_this_period: 0 },
+      { cookies_valid: true },
+      { telegram_chat_id: '-1001234567890' },
+    ]) {
       refused(await dashboard.from('user_config').update(change).eq('user_id', j.id).select());
+    }
+    // Columns the trader may write only through telegram_link_code() / to unlink: a made-up value is
+    // refused by the guard (42501), like a chosen token.
+    for (const change of [
+      { telegram_linked_at: new Date().toISOString() },
+      { telegram_link_code_expires_at: '2030-01-01T00:00:00Z' },
+    ]) {
+      const { error } = await dashboard.from('user_config').update(change).eq('user_id', j.id);
+      assert.equal(error?.code, '42501', `${JSON.stringify(change)}: ${JSON.stringify(error)}`);
     }
     const { error } = await dashboard.from('user_config').update({ webhook_token: 'A'.repeat(43) }).eq('user_id', j.id);
     assert.ok(error, 'the token changes only through rotate_webhook_token()');
+  });
+
+  test('gets a Telegram link code and can unlink', async () => {
+    const { code, expires_at: expiresAt } = ok(await dashboard.rpc('telegram_link_code').single());
+    assert.match(code, /^[A-Za-z0-9_-]{16}$/);
+    const minutes = (Date.parse(expiresAt) - Date.now()) / 60000;
+    assert.ok(minutes > 9 && minutes <= 10.1, `expires in ${minutes} min`);
+    const row = ok(
+      await dashboard.from('user_config').select('telegram_link_code_expires_at').eq('user_id', j.id).single(),
+    );
+    assert.equal(Date.parse(row.telegram_link_code_expires_at), Date.parse(expiresAt));
+    const next = ok(await dashboard.rpc('telegram_link_code').single());
+    assert.notEqual(next.code, code, 'a new code each time');
+    assert.equal(ok(await dashboard.rpc('unlink_telegram')), false, 'nothing linked yet');
+    refused(await anonClient().rpc('telegram_link_code'));
   });
 
   test('rotates the webhook token: the new one works, the old one is dead at once', async () => {

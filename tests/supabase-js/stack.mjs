@@ -125,3 +125,47 @@ export async function ingest(service, trader, alert) {
   if (error) throw new Error(`ingest_signal failed: ${JSON.stringify(error)}`);
   return data;
 }
+
+/**
+ * The dashboard's client for a user signed in with Supabase Auth: supabase-js holding the session
+ * that `signInWithPassword` leaves in the client's storage, so `supabase.auth.getSession()` hands
+ * the access token to the app (the README's session snippet) and to every REST call. The local
+ * stack runs no Auth server, so the session is put in that storage directly, around a token Auth
+ * would issue (for the demo trader, DEMO_USER_ACCESS_TOKEN from stack.env); nothing after that
+ * differs from the browser.
+ */
+export function signedInDashboard(accessToken) {
+  const claims = JSON.parse(Buffer.from(accessToken.split('.')[1], 'base64url').toString('utf8'));
+  const session = {
+    access_token: accessToken,
+    token_type: 'bearer',
+    expires_at: claims.exp,
+    expires_in: claims.exp - Math.floor(Date.now() / 1000),
+    // Never used: the token outlives the test, and refreshing needs the Auth server.
+    refresh_token: 'no-auth-server-on-the-local-stack',
+    user: {
+      id: claims.sub,
+      aud: claims.aud,
+      role: claims.role,
+      email: claims.email,
+      app_metadata: claims.app_metadata ?? {},
+      user_metadata: claims.user_metadata ?? {},
+      created_at: new Date((claims.iat ?? 0) * 1000).toISOString(),
+    },
+  };
+  const storageKey = 'sb-local-stack-auth-token';
+  const items = new Map([[storageKey, JSON.stringify(session)]]);
+  return createClient(env.url, env.anonKey, {
+    auth: {
+      storageKey,
+      storage: {
+        getItem: (key) => items.get(key) ?? null,
+        setItem: (key, value) => void items.set(key, value),
+        removeItem: (key) => void items.delete(key),
+      },
+      persistSession: true,
+      autoRefreshToken: false,
+      detectSessionInUrl: false,
+    },
+  });
+}

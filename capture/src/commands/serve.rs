@@ -124,6 +124,7 @@ fn build_worker(
             job_timeout: config.job_timeout,
             poll_interval: config.poll_interval,
             chart_url_template: config.chart_url_template.clone(),
+            telegram_poll: crate::telegram_link::PollSettings::default(),
         },
         telegram: super::telegram(config),
     });

@@ -19,8 +19,8 @@ use crate::support::daemon::{Knobs, drain, worker};
 use crate::support::storage_stub::StorageStub;
 use crate::support::telegram_stub;
 use crate::support::{
-    ChartServer, alert, decode, distinct_colours, fs_storage, row, session, share_of, sign_in,
-    stack, unlimited_trader,
+    ChartServer, alert, decode, distinct_colours, fs_storage, link_chat, row, session, share_of,
+    sign_in, stack, unlimited_trader,
 };
 
 /// The browser contexts Chromium holds besides the spares, once the
@@ -451,15 +451,10 @@ async fn storage_errors_fail_at_once_or_are_retried_as_storage_means_them() {
 #[tokio::test]
 async fn a_completed_capture_is_sent_to_the_traders_telegram_chat() {
     let test_db = TestDb::create(&stack()).await;
-    let db = test_db.client().await;
+    let mut db = test_db.client().await;
     let charts = ChartServer::start(100).await;
     let trader = unlimited_trader(&db).await;
-    db.execute(
-        "update public.user_config set notify_telegram = true, telegram_chat_id = '-100123' where user_id = $1",
-        &[&trader.id],
-    )
-    .await
-    .unwrap();
+    link_chat(&mut db, &trader, "-100123").await;
     let quiet = unlimited_trader(&db).await;
     let signal = alert(&db, &trader, 101.0, "long").await;
     alert(&db, &quiet, 99.0, "short").await;

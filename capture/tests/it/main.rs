@@ -29,6 +29,8 @@
 //!   egress proxy serves Chromium's user only.
 //! - `prune`: `capture prune` and Storage's delete call.
 //! - `telegram`: the Bot API contract.
+//! - `telegram_link`: linking a trader's chat through the bot (`/start`
+//!   with a code, `/stop`), one poller per bot, each update acted on once.
 //! - `support`: the stubs, test data, and the two ways to run the daemon
 //!   (in process: [`support::daemon::worker`]; the binary:
 //!   [`support::daemon::spawn_daemon`]).
@@ -47,3 +49,4 @@ mod session_check;
 mod spares;
 mod support;
 mod telegram;
+mod telegram_link;

@@ -9,6 +9,7 @@ use capture::telegram::{Notification, NotifyError, RetryPolicy, Screenshot, Tele
 use service_runtime::SecretString;
 use tokio::net::TcpListener;
 
+use crate::support::link_chat;
 use crate::support::telegram_stub::{Recorded, Stub};
 
 const TOKEN: &str = "123456:test-bot-token";
@@ -220,18 +221,21 @@ async fn network_errors_never_carry_the_token() {
     assert!(!format!("{error:?}").contains(TOKEN), "{error:?}");
 }
 
-/// Stores a signal for a fresh trader with the given notification settings.
+/// Stores a signal for a fresh trader with the given notification settings
+/// (the chat linked as the bot links it).
 async fn signal_of_trader(
-    db: &tokio_postgres::Client,
+    db: &mut tokio_postgres::Client,
     notify: bool,
     chat: Option<&str>,
     on_failure: bool,
 ) -> uuid::Uuid {
     let trader = stack_harness::trader_in(db, "free").await;
+    if let Some(chat) = chat {
+        link_chat(db, &trader, chat).await;
+    }
     db.execute(
-        "update public.user_config set notify_telegram = $2, telegram_chat_id = $3, notify_on_failure = $4 \
-          where user_id = $1",
-        &[&trader.id, &notify, &chat, &on_failure],
+        "update public.user_config set notify_telegram = $2, notify_on_failure = $3 where user_id = $1",
+        &[&trader.id, &notify, &on_failure],
     )
     .await
     .expect("settings");
@@ -248,11 +252,11 @@ async fn signal_of_trader(
 #[tokio::test]
 async fn notifications_follow_the_traders_settings_read_fresh() {
     let stack = stack_harness::Stack::from_env();
-    let db = stack.db().await;
+    let mut db = stack.db().await;
     let png = || Screenshot::Captured(Bytes::from_static(PNG));
     let failed = || Screenshot::Failed("page never ready".into());
 
-    let wants_all = signal_of_trader(&db, true, Some("-1001234567890"), true).await;
+    let wants_all = signal_of_trader(&mut db, true, Some("-1001234567890"), true).await;
     let n = capture::telegram::notification_for(&db, wants_all, png())
         .await
         .expect("query")
@@ -270,7 +274,7 @@ async fn notifications_follow_the_traders_settings_read_fresh() {
             .is_some()
     );
 
-    let no_failures = signal_of_trader(&db, true, Some("@signal_room"), false).await;
+    let no_failures = signal_of_trader(&mut db, true, Some("@signal_room"), false).await;
     assert!(
         capture::telegram::notification_for(&db, no_failures, png())
             .await
@@ -285,7 +289,7 @@ async fn notifications_follow_the_traders_settings_read_fresh() {
         "failures only for traders who asked"
     );
 
-    let switched_off = signal_of_trader(&db, false, Some("12345"), true).await;
+    let switched_off = signal_of_trader(&mut db, false, Some("12345"), true).await;
     assert!(
         capture::telegram::notification_for(&db, switched_off, png())
             .await

@@ -16,6 +16,7 @@ use capture::queue::Queue;
 use capture::render::{Chrome, RenderSettings};
 use capture::storage::Storage;
 use capture::telegram::Telegram;
+use capture::telegram_link::PollSettings;
 use capture::worker::{Mode, Settings, Worker};
 use stack_harness::TestDb;
 use tokio::net::TcpListener;
@@ -36,6 +37,8 @@ pub(crate) struct Knobs {
     /// How the chart page is read (the daemon's defaults unless a test
     /// says otherwise).
     pub(crate) page: PageRules,
+    /// How the bot's chat linking polls (serve mode with a bot only).
+    pub(crate) telegram_poll: PollSettings,
 }
 
 impl Knobs {
@@ -48,6 +51,7 @@ impl Knobs {
             chart_query: "",
             telegram: None,
             page: PageRules::default(),
+            telegram_poll: PollSettings::default(),
         }
     }
 }
@@ -132,6 +136,7 @@ pub(crate) fn worker(test_db: &TestDb, charts: &ChartServer, knobs: Knobs) -> Ar
                 "{}/chart/{{chart_id}}/?symbol={{symbol}}&interval={{interval}}{}",
                 charts.base, knobs.chart_query
             ),
+            telegram_poll: knobs.telegram_poll,
         },
         telegram: knobs.telegram,
     })
@@ -160,6 +165,41 @@ pub(crate) async fn drain_with(test_db: &TestDb, worker: Arc<Worker>, upkeep: Up
     .await
     .expect("drain mode finished within 90 s");
     assert_eq!(outcome.stopped, Stopped::Drained);
+}
+
+/// A worker running in serve mode in process, until [`Serving::stop`].
+pub(crate) struct Serving {
+    stop: tokio::sync::oneshot::Sender<()>,
+    run: tokio::task::JoinHandle<daemon::Outcome>,
+}
+
+/// Runs `worker` in serve mode (as the daemon runs without `--drain`).
+pub(crate) async fn serve(test_db: &TestDb, worker: Arc<Worker>) -> Serving {
+    let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(daemon::run(
+        health,
+        worker,
+        test_db.url.clone(),
+        Mode::Serve,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    Serving { stop, run }
+}
+
+impl Serving {
+    /// Stops it as SIGTERM would, and waits (at most 30 s) until it is done.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let outcome = tokio::time::timeout(Duration::from_secs(30), self.run)
+            .await
+            .expect("stopped within 30 s")
+            .expect("the daemon did not panic");
+        assert_eq!(outcome.stopped, Stopped::Shutdown);
+    }
 }
 
 /// How a test's `capture` process differs from the default.

@@ -2,6 +2,7 @@
 //! sessions, alerts, the rows a capture leaves), the stub servers, the two
 //! ways to run the daemon ([`daemon`]) and reading the PNGs it stores.
 
+pub(crate) mod bot_stub;
 pub(crate) mod chart_server;
 pub(crate) mod daemon;
 pub(crate) mod storage_stub;
@@ -87,6 +88,48 @@ pub(crate) async fn unlimited_trader(db: &Client) -> Trader {
     .await
     .unwrap();
     stack_harness::trader_in(db, "unlimited_test").await
+}
+
+/// Links `chat` to `trader` as the bot does once it received their code
+/// (the code itself is tested in `telegram_link` and in pgTAP).
+pub(crate) async fn link_chat(db: &mut Client, trader: &Trader, chat: &str) {
+    let tx = db.transaction().await.unwrap();
+    tx.execute(
+        "select set_config('signal_capture.telegram_chat', 'link', true)",
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "update public.user_config set telegram_chat_id = $2, telegram_linked_at = now(), notify_telegram = true \
+          where user_id = $1",
+        &[&trader.id, &chat],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// A Telegram link code for `trader`, from `public.telegram_link_code()`
+/// called as the signed-in trader (as PostgREST calls it).
+pub(crate) async fn telegram_link_code(db: &mut Client, trader: &Trader) -> String {
+    let tx = db.transaction().await.unwrap();
+    tx.execute(
+        "select set_config('request.jwt.claims', json_build_object('sub', $1::uuid, 'role', 'authenticated')::text, true)",
+        &[&trader.id],
+    )
+    .await
+    .unwrap();
+    tx.batch_execute("set local role authenticated")
+        .await
+        .unwrap();
+    let code: String = tx
+        .query_one("select code from public.telegram_link_code()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    code
 }
 
 /// The signal's screenshot fields and its job row (if any).
