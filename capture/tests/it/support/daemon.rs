@@ -180,7 +180,8 @@ pub(crate) async fn serve(test_db: &TestDb, worker: Arc<Worker>) -> Serving {
     let run = tokio::spawn(daemon::run(
         health,
         worker,
-        test_db.url.clone(),
+        database(test_db),
+        Upkeep::default(),
         Mode::Serve,
         async {
             let _ = stopped.await;
