@@ -1,6 +1,7 @@
 //! `webhook-load`: the load `scripts/chaos` (its scale-out scenario too) and `scripts/bench soak`
-//! send, and the checks of what it left behind. The scripts start and stop processes and break things; what was sent, what was
-//! stored and whether that keeps the product's promises is decided here, where it can be tested.
+//! send, and the checks of what it left behind. The scripts start and stop processes and break
+//! things; what was sent, what was stored and whether that keeps the product's promises is decided
+//! here, where it can be tested.
 //!
 //! Layout, in the order a run uses it:
 //! - [`send`]: a bounded, open-loop load of webhooks from several traders, retried like
