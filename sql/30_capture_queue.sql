@@ -9,6 +9,10 @@
 --     and was reclaimed gets `false`/'stale' and its result is thrown away.
 --   * complete_capture_job() may carry a note for the trader about the stored picture (the chart
 --     showed another symbol than the alert's, say); it lands in screenshot_error, null otherwise.
+--   * complete_capture_job() records which worker (the lease holder's id) completed the job, at which
+--     attempt, in private.capture_completions: the job row is deleted, and the per-daemon share of
+--     the work would be lost with it. At most one such row per signal (its primary key).
+--   * capture_queue_status() counts dead letters over capture_jobs_failed_idx, not the whole queue.
 --   * fail_capture_job() retries after 2 s, 4 s, 8 s ... (2^attempt s, + up to 10 % jitter) and
 --     dead-letters the job as `failed`, keeping the reason, once max_attempts (default 3) are used or
 --     the failure is not retryable (an expired TradingView session, say).
@@ -131,15 +135,22 @@ volatile
 security definer
 set search_path = ''
 as $$
+declare
+  v_worker text;
+  v_attempt smallint;
 begin
   if p_screenshot_path is null or length(p_screenshot_path) not between 1 and 1024 then
     raise exception 'complete_capture_job: screenshot path must be 1 to 1024 characters' using errcode = '22023';
   end if;
-  delete from private.capture_jobs
-   where signal_id = p_signal_id and lease_token = p_lease_token and state = 'running';
+  delete from private.capture_jobs j
+   where j.signal_id = p_signal_id and j.lease_token = p_lease_token and j.state = 'running'
+  returning j.locked_by, j.attempts into v_worker, v_attempt;
   if not found then
     return false;
   end if;
+  insert into private.capture_completions (signal_id, worker_id, attempt)
+  -- Every claim sets locked_by; only a row edited by hand could lack it.
+  values (p_signal_id, coalesce(v_worker, 'unknown'), greatest(v_attempt, 1));
   update public.signals
      set screenshot_status = 'completed', screenshot_path = p_screenshot_path,
          screenshot_url = p_screenshot_url, screenshot_error = left(nullif(p_note, ''), 2000)

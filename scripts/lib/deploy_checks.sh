@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Checks of what deploy/ ships, run by scripts/test: the Prometheus alert rules and their unit
-# tests, the systemd units, and the Grafana dashboard. Needs scripts/common.sh (and, for the
+# tests, the systemd units, the Grafana dashboard and the nginx proxy configuration. Needs scripts/common.sh (and, for the
 # metric names, stack.sh, ingest.sh, capture.sh and load.sh with a running test stack).
 
 DEPLOY_DIR="$REPO_ROOT/deploy"
@@ -198,6 +198,27 @@ check_dashboard() {
   local queries
   queries="$(dashboard_queries)" || die "the Grafana dashboard is malformed (above)"
   info "dashboard: $(wc -l <<<"$queries") queries, JSON and layout well-formed"
+}
+
+# deploy/nginx/ingest.conf with the proxy settings it includes, as nginx reads them: the paths of
+# the certificate and of the include are pointed at a throwaway self-signed pair and the checkout,
+# and the port at a free local one (nginx -t binds nothing, but resolves every path).
+check_nginx_config() {
+  local work
+  work="$(mktemp -d)"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 1 \
+    -subj /CN=nginx-check >/dev/null 2>&1 || die "openssl could not make a test certificate"
+  sed -e "s#/etc/ssl/certs/webhooks.example.com.pem#$work/cert.pem#" \
+    -e "s#/etc/ssl/private/webhooks.example.com.key#$work/key.pem#" \
+    -e "s#/etc/nginx/ingest-proxy.conf#$DEPLOY_DIR/nginx/ingest-proxy.conf#" \
+    "$DEPLOY_DIR/nginx/ingest.conf" >"$work/site.conf"
+  printf 'pid %s/nginx.pid;\nerror_log %s/error.log;\nevents {}\nhttp {\n  include %s/site.conf;\n}\n' \
+    "$work" "$work" "$work" >"$work/nginx.conf"
+  local out rc=0
+  out="$(nginx -t -q -p "$work/" -c "$work/nginx.conf" 2>&1)" || rc=$?
+  rm -rf "$work"
+  [[ $rc -eq 0 ]] || die "nginx rejects deploy/nginx/ingest.conf: $out"
+  info "nginx: deploy/nginx/ingest.conf and ingest-proxy.conf pass nginx -t"
 }
 
 # --- metric names ------------------------------------------------------------------------------

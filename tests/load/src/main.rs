@@ -1,6 +1,7 @@
-//! `webhook-load`: the load `scripts/chaos` and `scripts/bench soak` send, and the checks of what it
-//! left behind. The scripts start and stop processes and break things; what was sent, what was
-//! stored and whether that keeps the product's promises is decided here, where it can be tested.
+//! `webhook-load`: the load `scripts/chaos` (its scale-out scenario too) and `scripts/bench soak`
+//! send, and the checks of what it left behind. The scripts start and stop processes and break
+//! things; what was sent, what was stored and whether that keeps the product's promises is decided
+//! here, where it can be tested.
 //!
 //! Layout, in the order a run uses it:
 //! - [`send`]: a bounded, open-loop load of webhooks from several traders, retried like
@@ -10,6 +11,8 @@
 //! - [`settle`]: waits for ingest's spool to drain and for the run's captures to end.
 //! - [`reconcile`]: the file against the database: figures, violations (lost, stored twice, stuck,
 //!   failed without a reason) and notes.
+//! - [`workers`]: with several capture daemons on the queue (`scripts/chaos scale-out`), which
+//!   daemon captured what, and whether each capture was done and stored exactly once.
 //!
 //! Database URLs come from `DATABASE_URL` only, so passwords stay out of process lists.
 
@@ -17,6 +20,7 @@ mod outcome;
 mod reconcile;
 mod send;
 mod settle;
+mod workers;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +44,8 @@ enum Command {
     WaitCaptures(settle::CapturesArgs),
     /// Reconcile the run's file with the database: figures, violations, notes.
     Reconcile(reconcile::Args),
+    /// Per-daemon captures of the run, each done and stored exactly once, nothing left open.
+    Workers(workers::Args),
 }
 
 #[tokio::main]
@@ -49,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         Command::WaitSpool(args) => settle::wait_spool(args).await,
         Command::WaitCaptures(args) => settle::wait_captures(args).await,
         Command::Reconcile(args) => reconcile::run(args).await,
+        Command::Workers(args) => workers::run(args).await,
     }
 }
 

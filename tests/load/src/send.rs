@@ -15,6 +15,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -55,6 +56,15 @@ pub(crate) struct Args {
     /// Deadline per attempt; TradingView gives up after 3 s.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Local addresses to send from, in turn (webhook n from address n mod k), e.g.
+    /// `127.0.0.2,127.0.0.3`: TradingView's alerts come from a few shared addresses, so a proxy or
+    /// a limit keyed by address sees all traders behind them. Default: the system's choice.
+    #[arg(long = "source-addrs", value_delimiter = ',')]
+    source_addrs: Vec<IpAddr>,
+    /// A new TCP connection for every attempt, as TradingView opens one per alert (default: keep
+    /// connections alive between webhooks).
+    #[arg(long)]
+    new_connections: bool,
 }
 
 /// Totals for the summary line.
@@ -179,6 +189,31 @@ fn read_tokens(args: &Args) -> anyhow::Result<Vec<String>> {
     Ok(tokens)
 }
 
+/// One HTTP client per source address (or one for the system's choice), each with TradingView's
+/// deadline and, with `--new-connections`, no idle connections kept.
+fn clients(args: &Args) -> anyhow::Result<Vec<reqwest::Client>> {
+    let sources: Vec<Option<IpAddr>> = if args.source_addrs.is_empty() {
+        vec![None]
+    } else {
+        args.source_addrs.iter().copied().map(Some).collect()
+    };
+    sources
+        .into_iter()
+        .map(|source| {
+            let mut builder = reqwest::Client::builder()
+                .timeout(args.timeout)
+                .connect_timeout(args.timeout)
+                .local_address(source);
+            if args.new_connections {
+                builder = builder.pool_max_idle_per_host(0);
+            }
+            builder
+                .build()
+                .with_context(|| format!("Failed to build the HTTP client for {source:?}"))
+        })
+        .collect()
+}
+
 /// Sends the whole load, writing each webhook's line as it finishes; then prints the totals.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let args = Arc::new(args);
@@ -189,11 +224,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let out = File::create(&args.out)
         .with_context(|| format!("Failed to create {}", args.out.display()))?;
     let out = Arc::new(Mutex::new(BufWriter::new(out)));
-    let client = reqwest::Client::builder()
-        .timeout(args.timeout)
-        .connect_timeout(args.timeout)
-        .build()
-        .context("Failed to build the HTTP client")?;
+    let clients = clients(&args)?;
 
     #[expect(
         clippy::cast_possible_truncation,
@@ -213,7 +244,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let url = format!("{base}/webhook/u/{token}");
         let (marker, body) = (marker(&args.label, n), body(&args.label, n));
         let (client, args, out, totals) = (
-            client.clone(),
+            clients[usize::try_from(n).unwrap_or(0) % clients.len()].clone(),
             Arc::clone(&args),
             Arc::clone(&out),
             Arc::clone(&totals),
