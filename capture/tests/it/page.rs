@@ -26,8 +26,8 @@ use crate::support::chart_server::{
 };
 use crate::support::daemon::{Knobs, drain, render_settings_with, worker};
 use crate::support::{
-    ChartServer, Row, alert, decode, fs_storage, pixels_near, region, row, session, share_of,
-    sign_in, stack, telegram_stub, unlimited_trader,
+    ChartServer, Row, alert, decode, fs_storage, link_chat, pixels_near, region, row, session,
+    share_of, sign_in, stack, telegram_stub, unlimited_trader,
 };
 
 /// A decoded PNG: width, height, RGBA pixels.
@@ -276,7 +276,7 @@ async fn notices(db: &Client, trader: &Trader) -> Vec<String> {
 #[tokio::test]
 async fn signed_out_pages_fail_at_once_as_an_expired_session_and_the_trader_is_told_once() {
     let test_db = TestDb::create(&stack()).await;
-    let db = test_db.client().await;
+    let mut db = test_db.client().await;
     let charts = ChartServer::start(200).await;
     // Sealed and marked valid, but the server does not accept it: the
     // private layout's "Access Denied" page.
@@ -284,9 +284,9 @@ async fn signed_out_pages_fail_at_once_as_an_expired_session_and_the_trader_is_t
     sign_in(&db, &denied, &session("denied"), "denied").await;
     let (wall, _) = trader_with_page(&db, &charts, "wall", PageState::SignInWall).await;
     let (flag, _) = trader_with_page(&db, &charts, "flag", PageState::SignedOutFlag).await;
+    link_chat(&mut db, &denied, "-100777").await;
     db.execute(
-        "update public.user_config set notify_telegram = true, telegram_chat_id = '-100777', \
-         notify_on_failure = false where user_id = $1",
+        "update public.user_config set notify_on_failure = false where user_id = $1",
         &[&denied.id],
     )
     .await

@@ -22,7 +22,9 @@ use uuid::Uuid;
 
 use crate::support::daemon::{Spawn, spawn_daemon};
 use crate::support::tradingview_home::{TradingViewHome, Treat};
-use crate::support::{keyring, session, sign_in, stack, telegram_stub, unlimited_trader};
+use crate::support::{
+    keyring, link_chat, session, sign_in, stack, telegram_stub, unlimited_trader,
+};
 
 fn pool(test_db: &TestDb, size: usize) -> deadpool_postgres::Pool {
     let pg: tokio_postgres::Config = test_db.url.parse().unwrap();
@@ -105,7 +107,7 @@ async fn gauge_reads(checks: &Arc<SessionChecks>, valid: u32, expired: u32, unch
 #[tokio::test]
 async fn a_signed_in_session_stays_valid_and_a_signed_out_one_expires_with_the_trader_told_once() {
     let test_db = TestDb::create(&stack()).await;
-    let db = test_db.client().await;
+    let mut db = test_db.client().await;
     let home = TradingViewHome::start().await;
     let signed_in = unlimited_trader(&db).await;
     let signed_in_tv = session("in");
@@ -114,12 +116,7 @@ async fn a_signed_in_session_stays_valid_and_a_signed_out_one_expires_with_the_t
     let signed_out = unlimited_trader(&db).await;
     let signed_out_tv = session("out");
     sign_in(&db, &signed_out, &signed_out_tv, "out").await;
-    db.execute(
-        "update public.user_config set notify_telegram = true, telegram_chat_id = '-100555' where user_id = $1",
-        &[&signed_out.id],
-    )
-    .await
-    .unwrap();
+    link_chat(&mut db, &signed_out, "-100555").await;
     assert_eq!(state(&db, &signed_in).await, (true, false), "unchecked");
 
     // One answer: a second message would find none and fail the test.

@@ -107,7 +107,11 @@ select is(pg_temp.due_at('aaaaaaaa-0000-0000-0000-0000000d0003'), now(), 'whoeve
 select throws_ok($$ select * from private.claim_session_checks(0, '1 hour') $$, '22023', null, 'a claim of nothing is refused');
 select throws_ok($$ select * from private.claim_session_checks(10, '0 seconds') $$, '22023', null, 'so is an interval of zero');
 
-update public.user_config set notify_telegram = true, telegram_chat_id = '-100555' where user_id = 'aaaaaaaa-0000-0000-0000-0000000d0002';
+-- As the bot links a chat once it got the trader's code (the code itself: 013_telegram_link_test).
+set local signal_capture.telegram_chat = 'link';
+update public.user_config set notify_telegram = true, telegram_chat_id = '-100555', telegram_linked_at = now()
+ where user_id = 'aaaaaaaa-0000-0000-0000-0000000d0002';
+set local signal_capture.telegram_chat = '';
 select is(private.session_expiry_chat('aaaaaaaa-0000-0000-0000-0000000d0002'), '-100555', 'the chat of a trader who wants messages');
 select is(private.session_expiry_chat('aaaaaaaa-0000-0000-0000-0000000d0003'), null, 'none for one who does not');
 
