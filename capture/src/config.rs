@@ -119,7 +119,8 @@ pub struct Config {
     pub browser_recycle_after: u32,
 
     /// The chart URL. Placeholders: `{chart_id}`, `{symbol}` (`EXCHANGE:SYMBOL`),
-    /// `{interval}`, `{theme}`, `{ticker}`, `{exchange}`; each value is URL-encoded.
+    /// `{interval}` (TradingView's resolution: `60`, `1D`), `{theme}`, `{ticker}`,
+    /// `{exchange}`; each value is URL-encoded.
     #[arg(long, env = "CAPTURE_CHART_URL_TEMPLATE", default_value = DEFAULT_CHART_URL)]
     pub chart_url_template: String,
 

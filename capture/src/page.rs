@@ -536,25 +536,31 @@ fn same_symbol(a: &str, b: &str) -> bool {
     }
 }
 
-/// An interval in TradingView's resolution form: minutes as a number
-/// (`60`), else a count and a unit `S`, `D`, `W`, `M` (`1D`); `D` and `1D`,
-/// `1h` and `60` are the same. `None` for what is no interval.
+/// An interval in TradingView's resolution form (what its chart URLs and
+/// `activeChart().resolution()` use): minutes as a number (`60`), else a
+/// count and a unit `S`, `D`, `W`, `M` (`1D`). Reads the form ingest stores
+/// in `signals.interval` (`30s`, `15m`, `1h`, `1D`, `1W`, `1M`: a small `m`
+/// is minutes, a capital `M` months) and TradingView's own (`60`, `D`,
+/// `4H`); `None` for what is no interval.
 pub fn resolution(interval: &str) -> Option<String> {
-    let upper = interval.trim().to_uppercase();
-    if upper.is_empty() {
+    let interval = interval.trim();
+    let digits = interval.chars().take_while(char::is_ascii_digit).count();
+    let (count, unit) = interval.split_at(digits);
+    if interval.is_empty() || (count.is_empty() && unit.len() != 1) {
         return None;
     }
-    let digits = upper.chars().take_while(char::is_ascii_digit).count();
-    let (count, unit) = upper.split_at(digits);
     let count: u32 = if count.is_empty() {
         1
     } else {
         count.parse().ok().filter(|n| *n > 0)?
     };
     match unit {
-        "" => Some(count.to_string()),
-        "H" => count.checked_mul(60).map(|m| m.to_string()),
-        "S" | "D" | "W" | "M" => Some(format!("{count}{unit}")),
+        "" | "m" => Some(count.to_string()),
+        "h" | "H" => count.checked_mul(60).map(|m| m.to_string()),
+        "s" | "S" => Some(format!("{count}S")),
+        "d" | "D" => Some(format!("{count}D")),
+        "w" | "W" => Some(format!("{count}W")),
+        "M" => Some(format!("{count}M")),
         _ => None,
     }
 }
@@ -686,6 +692,10 @@ mod tests {
             ("W", Some("1W")),
             ("3M", Some("3M")),
             ("15S", Some("15S")),
+            ("30s", Some("30S")),
+            ("15m", Some("15")),
+            ("1M", Some("1M")),
+            ("1W", Some("1W")),
             ("", None),
             ("0", None),
             ("abc", None),

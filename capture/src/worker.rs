@@ -711,11 +711,17 @@ fn alert_symbol(job: &Job) -> String {
 /// Fills the chart URL template for `job`.
 pub fn chart_url(template: &str, job: &Job, chart_id: &str) -> String {
     let symbol = alert_symbol(job);
+    // Stored as TradingView's menu labels it (`1h`); its URLs want `60`.
+    let interval = job
+        .interval
+        .as_deref()
+        .and_then(crate::page::resolution)
+        .unwrap_or_default();
     let encode = |value: &str| utf8_percent_encode(value, URL_COMPONENT).to_string();
     template
         .replace("{chart_id}", &encode(chart_id))
         .replace("{symbol}", &encode(&symbol))
-        .replace("{interval}", &encode(job.interval.as_deref().unwrap_or("")))
+        .replace("{interval}", &encode(&interval))
         .replace("{theme}", job.theme.as_str())
         .replace("{ticker}", &encode(&job.ticker))
         .replace("{exchange}", &encode(job.exchange.as_deref().unwrap_or("")))
@@ -737,7 +743,7 @@ mod tests {
             symbol: Some("BTC/USDT".into()),
             price: Some(1.0),
             direction: Some(signal_vocabulary::Direction::Long),
-            interval: Some("1D".into()),
+            interval: Some("4h".into()),
             chart_id: Some("abc".into()),
             signal_time: chrono::Utc::now(),
             indicator_name: None,
@@ -757,7 +763,7 @@ mod tests {
         );
         assert_eq!(
             url,
-            "https://www.tradingview.com/chart/a%2Fb%3Fc/?symbol=BINANCE%3ABTC%2FUSDT&interval=1D&theme=dark"
+            "https://www.tradingview.com/chart/a%2Fb%3Fc/?symbol=BINANCE%3ABTC%2FUSDT&interval=240&theme=dark"
         );
     }
 
