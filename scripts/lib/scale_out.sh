@@ -190,13 +190,6 @@ scale_stop_all() {
 
 # --- the faults --------------------------------------------------------------------------------
 
-scale_kill_replica() {
-  local pidfile
-  pidfile="$(scale_ingest_pidfile "$1")"
-  pid_alive "$pidfile" || die "ingest replica $1 is not running"
-  kill -KILL "$(cat "$pidfile")"
-}
-
 # Kills daemon $1 once it holds leased jobs (waiting at most 20 s); writes the signal ids it held
 # to $SCALE_WORK/held and the Chromium processes it left behind to SCALE_ORPHANS.
 scale_kill_daemon() {
@@ -229,7 +222,7 @@ scale_kill_daemon() {
 
 # Kills ingest replica $1 while it serves the burst: once the proxy's access log shows that it has
 # answered SCALE_KILL_AFTER requests, and the sender ($2) is still running. Sets SCALE_KILLED_AT
-# (epoch seconds, to the millisecond, as nginx's \$msec) and SCALE_KILLED_AFTER (what it had
+# (epoch seconds, read the moment before the signal; nginx's \$msec is compared with it) and SCALE_KILLED_AFTER (what it had
 # answered). The log is the only thing that tells the script the replica is serving: a sleep does
 # not, on a machine whose load decides how fast the burst goes.
 scale_kill_replica_serving() {
@@ -246,9 +239,15 @@ scale_kill_replica_serving() {
       die "ingest replica $i answered $served requests, not $SCALE_KILL_AFTER, within the burst and 30 s"
     sleep 0.02
   done
+  local pidfile pid
+  pidfile="$(scale_ingest_pidfile "$i")"
+  pid_alive "$pidfile" || die "ingest replica $i is not running"
+  pid="$(cat "$pidfile")"
   kill -0 "$sender" 2>/dev/null || die "the sender ended before ingest replica $i could be killed mid-burst"
-  scale_kill_replica "$i"
-  SCALE_KILLED_AT="$(date +%s.%3N)"
+  # Read just before the signal, without a fork: a `date` after it ran late under load and put
+  # the 502s of the requests in flight on the replica before the recorded kill.
+  SCALE_KILLED_AT="$EPOCHREALTIME"
+  kill -KILL "$pid"
   SCALE_KILLED_AFTER="$served"
 }
 
@@ -273,8 +272,10 @@ scale_proxy_figures() {
     }' "$SCALE_PROXY_ACCESS"
 }
 
-# Around the kill of the replica on port $1 at $2 (epoch seconds, as nginx's \$msec): "before B"
-# requests it answered 2xx in the second before the kill; "inflight F" requests it was the last
+# Around the kill of the replica on port $1 at $2 (epoch seconds, as nginx's \$msec): "answered A"
+# requests it answered 2xx before the kill, "late L" 2xx of it the proxy logged after the kill (answers
+# it had written before it died, read by the proxy after), "before B" requests it answered 2xx in
+# the second before the kill; "inflight F" requests it was the last
 # to be tried for, logged after the kill and answered 502 by the proxy (they were in flight on
 # it, or nothing else was left to try); "passed R" requests that tried it after the kill and were
 # passed on to another replica (its connection refused).
@@ -285,12 +286,14 @@ scale_kill_figures() {
       for (k = 1; k <= n; k++) {
         port = a[k]; sub(/.*:/, "", port)
         if (port != p) continue
+        if (h[1] < t && s[k] ~ /^2/) answered++
+        if (h[1] >= t && s[k] ~ /^2/) late++
         if (h[1] >= t - 1 && h[1] < t && s[k] ~ /^2/) before++
         if (h[1] >= t && k == n && h[3] == 502) inflight++
         if (h[1] >= t && k < n) passed++
       }
     }
-    END { printf "before %d\ninflight %d\npassed %d\n", before, inflight, passed }' "$SCALE_PROXY_ACCESS"
+    END { printf "answered %d\nlate %d\nbefore %d\ninflight %d\npassed %d\n", answered, late, before, inflight, passed }' "$SCALE_PROXY_ACCESS"
 }
 
 # --- the run -----------------------------------------------------------------------------------
@@ -311,16 +314,16 @@ scale_out_run() {
   scale_proxy_start >/dev/null
   # The readiness probes went through the proxy too; count only the burst.
   : >"$SCALE_PROXY_ACCESS"
-  local burst_s="${SCALE_BURST%s}" label started
+  local burst_s="${SCALE_BURST%s}" label started rate
   label="scale-out.$(date +%s)"
-  started="$(date +%s.%3N)"
+  rate="$(awk -v n="$SCALE_ALERTS" -v s="$burst_s" 'BEGIN { printf "%.3f", n / s }')"
   info "$SCALE_ALERTS webhooks from $SCALE_TRADERS traders within $SCALE_BURST through $SCALE_PROXY_URL"
   info "($SCALE_REPLICAS ingest replicas, $SCALE_DAEMONS capture daemons x $SCALE_CONCURRENCY, $SCALE_PROFILE builds,"
   info "lease $CAPTURE_LEASE, job timeout $CAPTURE_JOB_TIMEOUT); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
   LOAD_OUT="$SCALE_WORK/$label.tsv"
-  "$LOAD_BIN" send --url "$SCALE_PROXY_URL" --tokens "$SCALE_TOKENS" \
-    --rate "$(awk -v n="$SCALE_ALERTS" -v s="$burst_s" 'BEGIN { printf "%.3f", n / s }')" \
+  started="$EPOCHREALTIME"
+  "$LOAD_BIN" send --url "$SCALE_PROXY_URL" --tokens "$SCALE_TOKENS" --rate "$rate" \
     --duration "$SCALE_BURST" --label "$label" --out "$LOAD_OUT" \
     --source-addrs "$SCALE_SOURCES" --new-connections 2>"$SCALE_WORK/$label.summary" &
   LOAD_PID=$!
@@ -394,9 +397,11 @@ SQL
   done <<<"$proxy"
 
   # The replica's kill must have landed mid-burst: serving before it, tried after it.
-  local kind value kill_before=0 kill_inflight=0 kill_passed=0
+  local kind value kill_answered=0 kill_late=0 kill_before=0 kill_inflight=0 kill_passed=0
   while read -r kind value; do
     case "$kind" in
+      answered) kill_answered="$value" ;;
+      late) kill_late="$value" ;;
       before) kill_before="$value" ;;
       inflight) kill_inflight="$value" ;;
       passed) kill_passed="$value" ;;
@@ -407,8 +412,10 @@ SQL
   [[ $((kill_inflight + kill_passed)) -gt 0 ]] ||
     violations+=("no request tried ingest replica 2 after its kill (none answered 502, none passed on): the kill landed after the burst")
 
-  printf '\n| ingest replica 2 killed | after it answered | answered 2xx in the second before | after: in flight, 502 | after: passed on to another replica |\n|---:|---:|---:|---:|---:|\n'
-  printf '| %s s into the burst | %s | %s | %s | %s |\n' "$kill_in" "$SCALE_KILLED_AFTER" "$kill_before" "$kill_inflight" "$kill_passed"
+  printf '\n| ingest replica 2 killed | seen answered when triggered | 2xx before the kill | of them in the second before | 2xx logged after (written before it died) | after: in flight, 502 | after: passed on to another replica |\n'
+  printf '|%s\n' "---:|---:|---:|---:|---:|---:|---:|"
+  printf '| %s s into the burst | %s | %s | %s | %s | %s | %s |\n' "$kill_in" "$SCALE_KILLED_AFTER" "$kill_answered" \
+    "$kill_before" "$kill_late" "$kill_inflight" "$kill_passed"
   printf '\n| ingest replica | port | requests answered | 2xx | 502 (in flight when killed) |\n|---|---:|---:|---:|---:|\n'
   for i in $(seq 1 "$SCALE_REPLICAS"); do
     local row="" want
