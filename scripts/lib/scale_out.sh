@@ -4,19 +4,20 @@
 # is up (stack_up).
 #
 # Three ingest replicas behind nginx (with deploy/nginx/ingest-proxy.conf, the settings an operator
-# uses: deploy/nginx/ingest.conf) and three capture daemons (worker ids
-# scale-out-1..3, one Chromium each, the built-in chart, fs storage shared under $SCREENSHOT_DIR)
-# share the stack's Postgres (through PostgREST, as ingest always reaches it here) and its queue.
-# A bar-close burst, SCALE_ALERTS webhooks from SCALE_TRADERS traders within SCALE_BURST, each on
-# a new connection from one of TradingView-like source addresses 127.0.0.2-127.0.0.5, goes to the
-# proxy with TradingView's retries (3 s deadline, 3 retries 5 s apart). Ingest replica 2 is killed
-# with SIGKILL while it is serving the burst: the script follows the proxy's access log and kills
-# it once it has answered SCALE_KILL_AFTER requests of it, not after a fixed sleep (which, on a
-# loaded machine, landed after the burst had been answered and so proved nothing). As soon as
-# capture daemon 1 holds leased jobs, it is killed with SIGKILL too. The replica is started again on its own spool once the burst is over,
-# as its restart policy would (deploy/: Restart=on-failure, restart: unless-stopped); the daemon is
-# not: the two others must take over its leased jobs when their lease (CAPTURE_LEASE, short here)
-# runs out. Then, bounded: every replica's spool drained, every capture ended. It fails when:
+# uses: deploy/nginx/ingest.conf) and three capture daemons (worker ids scale-out-1..3, one Chromium
+# each, the built-in chart, fs storage shared under $SCREENSHOT_DIR) share the stack's Postgres
+# (through PostgREST, as ingest always reaches it here) and its queue. A bar-close burst,
+# SCALE_ALERTS webhooks from SCALE_TRADERS traders within SCALE_BURST, each on a new connection from
+# one of TradingView-like source addresses 127.0.0.2-127.0.0.5, goes to the proxy with TradingView's
+# retries (3 s deadline, 3 retries 5 s apart). Ingest replica 2 is killed with SIGKILL while it is
+# serving the burst: the script follows the proxy's access log and kills it once it has answered
+# SCALE_KILL_AFTER requests of it, not after a fixed sleep (which, on a loaded machine, landed after
+# the burst had been answered and so proved nothing). As soon as capture daemon 1 holds leased jobs,
+# it is killed with SIGKILL too. The replica is started again on its own spool once the burst is
+# over, as its restart policy would (deploy/: Restart=on-failure, restart: unless-stopped); the
+# daemon is not: the two others must take over its leased jobs when their lease (CAPTURE_LEASE,
+# short here) runs out. Then, bounded: every replica's spool drained, every capture ended. It fails
+# when:
 #   - the replica's kill was not mid-burst: it answered nothing in the second before it, or no
 #     request tried it after it (none answered 502 in flight, none passed on to another replica);
 #   - an alert answered 2xx is not stored, or is stored twice (webhook-load reconcile);
@@ -32,10 +33,10 @@
 # lost only if no retry got a 2xx (then "given up" says so).
 #
 # Settings (environment): SCALE_ALERTS (240), SCALE_TRADERS (40), SCALE_BURST (4s), SCALE_KILL_AFTER
-# (a quarter of a replica's share of the burst: 20), SCALE_PORT (GATEWAY_PORT + 10: the proxy; the replicas on +1..+3, the daemons' health on
-# +4..+6), SCALE_PROFILE (release: the figures in BENCHMARKS.md are from release builds),
-# SCALE_CONCURRENCY (2 captures at once per daemon); CAPTURE_LEASE (20s) and CAPTURE_JOB_TIMEOUT
-# (15s) as in scripts/lib/load.sh.
+# (a quarter of a replica's share of the burst: 20), SCALE_PORT (GATEWAY_PORT + 10: the proxy; the
+# replicas on +1..+3, the daemons' health on +4..+6), SCALE_PROFILE (release: the figures in
+# BENCHMARKS.md are from release builds), SCALE_CONCURRENCY (2 captures at once per daemon);
+# CAPTURE_LEASE (20s) and CAPTURE_JOB_TIMEOUT (15s) as in scripts/lib/load.sh.
 
 SCALE_SOURCES=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5
 SCALE_REPLICAS=3
@@ -222,9 +223,9 @@ scale_kill_daemon() {
 
 # Kills ingest replica $1 while it serves the burst: once the proxy's access log shows that it has
 # answered SCALE_KILL_AFTER requests, and the sender ($2) is still running. Sets SCALE_KILLED_AT
-# (epoch seconds, read the moment before the signal; nginx's \$msec is compared with it) and SCALE_KILLED_AFTER (what it had
-# answered). The log is the only thing that tells the script the replica is serving: a sleep does
-# not, on a machine whose load decides how fast the burst goes.
+# (epoch seconds, read the moment before the signal; nginx's \$msec is compared with it) and
+# SCALE_KILLED_AFTER (what it had answered). The log is the only thing that tells the script the
+# replica is serving: a sleep does not, on a machine whose load decides how fast the burst goes.
 scale_kill_replica_serving() {
   local i="$1" sender="$2" port served=0 deadline
   port="$(scale_ingest_port "$i")"
@@ -273,12 +274,12 @@ scale_proxy_figures() {
 }
 
 # Around the kill of the replica on port $1 at $2 (epoch seconds, as nginx's \$msec): "answered A"
-# requests it answered 2xx before the kill, "late L" 2xx of it the proxy logged after the kill (answers
-# it had written before it died, read by the proxy after), "before B" requests it answered 2xx in
-# the second before the kill; "inflight F" requests it was the last
-# to be tried for, logged after the kill and answered 502 by the proxy (they were in flight on
-# it, or nothing else was left to try); "passed R" requests that tried it after the kill and were
-# passed on to another replica (its connection refused).
+# requests it answered 2xx before the kill, "late L" 2xx of it the proxy logged after the kill
+# (answers it had written before it died, read by the proxy after), "before B" requests it answered
+# 2xx in the second before the kill; "inflight F" requests it was the last to be tried for, logged
+# after the kill and answered 502 by the proxy (they were in flight on it, or nothing else was left
+# to try); "passed R" requests that tried it after the kill and were passed on to another replica
+# (its connection refused).
 scale_kill_figures() {
   awk -F'"' -v p="$1" -v t="$2" '
     {
