@@ -4,17 +4,22 @@
 # is up (stack_up).
 #
 # Three ingest replicas behind nginx (with deploy/nginx/ingest-proxy.conf, the settings an operator
-# uses: deploy/nginx/ingest.conf) and three capture daemons (worker ids
-# scale-out-1..3, one Chromium each, the built-in chart, fs storage shared under $SCREENSHOT_DIR)
-# share the stack's Postgres (through PostgREST, as ingest always reaches it here) and its queue.
-# A bar-close burst, SCALE_ALERTS webhooks from SCALE_TRADERS traders within SCALE_BURST, each on
-# a new connection from one of TradingView-like source addresses 127.0.0.2-127.0.0.5, goes to the
-# proxy with TradingView's retries (3 s deadline, 3 retries 5 s apart). SCALE_KILL_AT seconds in,
-# ingest replica 2 is killed with SIGKILL; as soon as capture daemon 1 holds leased jobs, it is
-# killed with SIGKILL too. The replica is started again on its own spool once the burst is over,
-# as its restart policy would (deploy/: Restart=on-failure, restart: unless-stopped); the daemon is
-# not: the two others must take over its leased jobs when their lease (CAPTURE_LEASE, short here)
-# runs out. Then, bounded: every replica's spool drained, every capture ended. It fails when:
+# uses: deploy/nginx/ingest.conf) and three capture daemons (worker ids scale-out-1..3, one Chromium
+# each, the built-in chart, fs storage shared under $SCREENSHOT_DIR) share the stack's Postgres
+# (through PostgREST, as ingest always reaches it here) and its queue. A bar-close burst,
+# SCALE_ALERTS webhooks from SCALE_TRADERS traders within SCALE_BURST, each on a new connection from
+# one of TradingView-like source addresses 127.0.0.2-127.0.0.5, goes to the proxy with TradingView's
+# retries (3 s deadline, 3 retries 5 s apart). Ingest replica 2 is killed with SIGKILL while it is
+# serving the burst: the script follows the proxy's access log and kills it once it has answered
+# SCALE_KILL_AFTER requests of it, not after a fixed sleep (which, on a loaded machine, landed after
+# the burst had been answered and so proved nothing). As soon as capture daemon 1 holds leased jobs,
+# it is killed with SIGKILL too. The replica is started again on its own spool once the burst is
+# over, as its restart policy would (deploy/: Restart=on-failure, restart: unless-stopped); the
+# daemon is not: the two others must take over its leased jobs when their lease (CAPTURE_LEASE,
+# short here) runs out. Then, bounded: every replica's spool drained, every capture ended. It fails
+# when:
+#   - the replica's kill was not mid-burst: it answered nothing in the second before it, or no
+#     request tried it after it (none answered 502 in flight, none passed on to another replica);
 #   - an alert answered 2xx is not stored, or is stored twice (webhook-load reconcile);
 #   - a capture is open, failed, or a job is left queued or running (reconcile, workers);
 #   - a signal was completed twice, by an unknown worker, or has no object (or a damaged one) in
@@ -27,11 +32,11 @@
 # 502 and the retry lands on a live replica. They are counted apart ("in flight, 502"), and are
 # lost only if no retry got a 2xx (then "given up" says so).
 #
-# Settings (environment): SCALE_ALERTS (240), SCALE_TRADERS (40), SCALE_BURST (2s), SCALE_KILL_AT
-# (1 s), SCALE_PORT (GATEWAY_PORT + 10: the proxy; the replicas on +1..+3, the daemons' health on
-# +4..+6), SCALE_PROFILE (release: the figures in BENCHMARKS.md are from release builds),
-# SCALE_CONCURRENCY (2 captures at once per daemon); CAPTURE_LEASE (20s) and CAPTURE_JOB_TIMEOUT
-# (15s) as in scripts/lib/load.sh.
+# Settings (environment): SCALE_ALERTS (240), SCALE_TRADERS (40), SCALE_BURST (4s), SCALE_KILL_AFTER
+# (a quarter of a replica's share of the burst: 20), SCALE_PORT (GATEWAY_PORT + 10: the proxy; the
+# replicas on +1..+3, the daemons' health on +4..+6), SCALE_PROFILE (release: the figures in
+# BENCHMARKS.md are from release builds), SCALE_CONCURRENCY (2 captures at once per daemon);
+# CAPTURE_LEASE (20s) and CAPTURE_JOB_TIMEOUT (15s) as in scripts/lib/load.sh.
 
 SCALE_SOURCES=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5
 SCALE_REPLICAS=3
@@ -41,8 +46,8 @@ scale_config() {
   load_config
   SCALE_ALERTS="${SCALE_ALERTS:-240}"
   SCALE_TRADERS="${SCALE_TRADERS:-40}"
-  SCALE_BURST="${SCALE_BURST:-2s}"
-  SCALE_KILL_AT="${SCALE_KILL_AT:-1}"
+  SCALE_BURST="${SCALE_BURST:-4s}"
+  SCALE_KILL_AFTER="${SCALE_KILL_AFTER:-$((SCALE_ALERTS / SCALE_REPLICAS / 4))}"
   SCALE_PORT="${SCALE_PORT:-$((GATEWAY_PORT + 10))}"
   SCALE_PROFILE="${SCALE_PROFILE:-release}"
   SCALE_CONCURRENCY="${SCALE_CONCURRENCY:-2}"
@@ -61,7 +66,9 @@ scale_config() {
   SCALE_PROXY_ACCESS="$LOG_DIR/scale-proxy-access.log"
   SCALE_PROXY_ERRORS="$LOG_DIR/scale-proxy-error.log"
   # The same burst is what the seconds measure: seconds-only durations keep the arithmetic simple.
-  [[ "$SCALE_BURST" =~ ^[0-9]+s$ ]] || die "SCALE_BURST must be whole seconds, e.g. 2s"
+  [[ "$SCALE_BURST" =~ ^[0-9]+s$ ]] || die "SCALE_BURST must be whole seconds, e.g. 4s"
+  [[ "$SCALE_KILL_AFTER" =~ ^[0-9]+$ && "$SCALE_KILL_AFTER" -ge 1 ]] ||
+    die "SCALE_KILL_AFTER must be a whole number of requests, at least 1 (SCALE_ALERTS too small?)"
 }
 
 scale_build() {
@@ -149,7 +156,7 @@ events {
   worker_connections 4096;
 }
 http {
-  log_format scale '\$remote_addr \$status "\$upstream_addr" "\$upstream_status" \$request_time';
+  log_format scale '\$msec \$remote_addr \$status "\$upstream_addr" "\$upstream_status" \$request_time';
   access_log $SCALE_PROXY_ACCESS scale;
   client_body_temp_path $SCALE_WORK/nginx/client_body;
   proxy_temp_path $SCALE_WORK/nginx/proxy;
@@ -184,13 +191,6 @@ scale_stop_all() {
 
 # --- the faults --------------------------------------------------------------------------------
 
-scale_kill_replica() {
-  local pidfile
-  pidfile="$(scale_ingest_pidfile "$1")"
-  pid_alive "$pidfile" || die "ingest replica $1 is not running"
-  kill -KILL "$(cat "$pidfile")"
-}
-
 # Kills daemon $1 once it holds leased jobs (waiting at most 20 s); writes the signal ids it held
 # to $SCALE_WORK/held and the Chromium processes it left behind to SCALE_ORPHANS.
 scale_kill_daemon() {
@@ -221,24 +221,80 @@ scale_kill_daemon() {
   done
 }
 
+# Kills ingest replica $1 while it serves the burst: once the proxy's access log shows that it has
+# answered SCALE_KILL_AFTER requests, and the sender ($2) is still running. Sets SCALE_KILLED_AT
+# (epoch seconds, read the moment before the signal; nginx's \$msec is compared with it) and
+# SCALE_KILLED_AFTER (what it had answered). The log is the only thing that tells the script the
+# replica is serving: a sleep does not, on a machine whose load decides how fast the burst goes.
+scale_kill_replica_serving() {
+  local i="$1" sender="$2" port served=0 deadline
+  port="$(scale_ingest_port "$i")"
+  deadline=$(($(date +%s) + ${SCALE_BURST%s} + 30))
+  while :; do
+    served="$(awk -F'"' -v p="$port" '{ split($1, h, " "); n = split($2, a, ", "); sub(/.*:/, "", a[n]) }
+      a[n] == p && h[3] ~ /^2/ { c++ } END { print c + 0 }' "$SCALE_PROXY_ACCESS")"
+    [[ "$served" -ge "$SCALE_KILL_AFTER" ]] && break
+    kill -0 "$sender" 2>/dev/null ||
+      die "the sender ended before ingest replica $i had answered $SCALE_KILL_AFTER requests ($served); see $SCALE_PROXY_ACCESS"
+    [[ "$(date +%s)" -lt "$deadline" ]] ||
+      die "ingest replica $i answered $served requests, not $SCALE_KILL_AFTER, within the burst and 30 s"
+    sleep 0.02
+  done
+  local pidfile pid
+  pidfile="$(scale_ingest_pidfile "$i")"
+  pid_alive "$pidfile" || die "ingest replica $i is not running"
+  pid="$(cat "$pidfile")"
+  kill -0 "$sender" 2>/dev/null || die "the sender ended before ingest replica $i could be killed mid-burst"
+  # Read just before the signal, without a fork: a `date` after it ran late under load and put
+  # the 502s of the requests in flight on the replica before the recorded kill.
+  SCALE_KILLED_AT="$EPOCHREALTIME"
+  kill -KILL "$pid"
+  SCALE_KILLED_AFTER="$served"
+}
+
 # --- the figures -------------------------------------------------------------------------------
 
 # Per replica port: requests whose last upstream it was, and of those 2xx and 502; then the
 # requests the proxy passed on after a connection failure (more than one upstream tried).
 scale_proxy_figures() {
-  awk '
+  # Fields split on quotes: the upstream lists hold ", " when the proxy tried several replicas.
+  awk -F'"' '
     {
-      addrs = $3; gsub(/"/, "", addrs); n = split(addrs, a, ", ")
+      split($1, h, " "); n = split($2, a, ", ")
       last = a[n]; sub(/.*:/, "", last)
       total[last]++
-      if ($2 ~ /^2/) ok[last]++
-      if ($2 == 502) bad[last]++
+      if (h[3] ~ /^2/) ok[last]++
+      if (h[3] == 502) bad[last]++
       if (n > 1) redispatched++
     }
     END {
       for (p in total) printf "replica %s %d %d %d\n", p, total[p], ok[p], bad[p]
       printf "redispatched %d\n", redispatched
     }' "$SCALE_PROXY_ACCESS"
+}
+
+# Around the kill of the replica on port $1 at $2 (epoch seconds, as nginx's \$msec): "answered A"
+# requests it answered 2xx before the kill, "late L" 2xx of it the proxy logged after the kill
+# (answers it had written before it died, read by the proxy after), "before B" requests it answered
+# 2xx in the second before the kill; "inflight F" requests it was the last to be tried for, logged
+# after the kill and answered 502 by the proxy (they were in flight on it, or nothing else was left
+# to try); "passed R" requests that tried it after the kill and were passed on to another replica
+# (its connection refused).
+scale_kill_figures() {
+  awk -F'"' -v p="$1" -v t="$2" '
+    {
+      split($1, h, " "); n = split($2, a, ", "); split($4, s, ", ")
+      for (k = 1; k <= n; k++) {
+        port = a[k]; sub(/.*:/, "", port)
+        if (port != p) continue
+        if (h[1] < t && s[k] ~ /^2/) answered++
+        if (h[1] >= t && s[k] ~ /^2/) late++
+        if (h[1] >= t - 1 && h[1] < t && s[k] ~ /^2/) before++
+        if (h[1] >= t && k == n && h[3] == 502) inflight++
+        if (h[1] >= t && k < n) passed++
+      }
+    }
+    END { printf "answered %d\nlate %d\nbefore %d\ninflight %d\npassed %d\n", answered, late, before, inflight, passed }' "$SCALE_PROXY_ACCESS"
 }
 
 # --- the run -----------------------------------------------------------------------------------
@@ -259,24 +315,25 @@ scale_out_run() {
   scale_proxy_start >/dev/null
   # The readiness probes went through the proxy too; count only the burst.
   : >"$SCALE_PROXY_ACCESS"
-  local burst_s="${SCALE_BURST%s}" label started
+  local burst_s="${SCALE_BURST%s}" label started rate
   label="scale-out.$(date +%s)"
-  started="$(date +%s)"
+  rate="$(awk -v n="$SCALE_ALERTS" -v s="$burst_s" 'BEGIN { printf "%.3f", n / s }')"
   info "$SCALE_ALERTS webhooks from $SCALE_TRADERS traders within $SCALE_BURST through $SCALE_PROXY_URL"
   info "($SCALE_REPLICAS ingest replicas, $SCALE_DAEMONS capture daemons x $SCALE_CONCURRENCY, $SCALE_PROFILE builds,"
   info "lease $CAPTURE_LEASE, job timeout $CAPTURE_JOB_TIMEOUT); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
   LOAD_OUT="$SCALE_WORK/$label.tsv"
-  "$LOAD_BIN" send --url "$SCALE_PROXY_URL" --tokens "$SCALE_TOKENS" \
-    --rate "$(awk -v n="$SCALE_ALERTS" -v s="$burst_s" 'BEGIN { printf "%.3f", n / s }')" \
+  started="$EPOCHREALTIME"
+  "$LOAD_BIN" send --url "$SCALE_PROXY_URL" --tokens "$SCALE_TOKENS" --rate "$rate" \
     --duration "$SCALE_BURST" --label "$label" --out "$LOAD_OUT" \
     --source-addrs "$SCALE_SOURCES" --new-connections 2>"$SCALE_WORK/$label.summary" &
   LOAD_PID=$!
-  sleep "$SCALE_KILL_AT"
-  scale_kill_replica 2
-  info "killed ingest replica 2 (SIGKILL) ${SCALE_KILL_AT} s into the burst"
+  scale_kill_replica_serving 2 "$LOAD_PID"
+  local kill_in
+  kill_in="$(awk -v a="$SCALE_KILLED_AT" -v b="$started" 'BEGIN { printf "%.2f", a - b }')"
+  info "killed ingest replica 2 (SIGKILL) $kill_in s into the burst, after it answered $SCALE_KILLED_AFTER requests"
   scale_kill_daemon 1
-  info "killed capture daemon 1 (SIGKILL) holding $(wc -l <"$SCALE_WORK/held") leased jobs, $(($(date +%s) - started)) s in"
+  info "killed capture daemon 1 (SIGKILL) holding $(wc -l <"$SCALE_WORK/held") leased jobs, $(awk -v b="$started" -v a="$(date +%s.%3N)" 'BEGIN { printf "%.0f", a - b }') s in"
   wait "$LOAD_PID" || die "webhook-load failed: $(cat "$SCALE_WORK/$label.summary")"
   LOAD_PID=""
   info "$(cat "$SCALE_WORK/$label.summary")"
@@ -288,7 +345,8 @@ scale_out_run() {
   done
   local lease="${CAPTURE_LEASE%s}" poll="${CAPTURE_POLL_INTERVAL%s}"
   load_wait_captures "$label" "$((lease + 14 + 2 * poll + 10))" 300
-  local drained=$(($(date +%s) - started))
+  local drained
+  drained="$(awk -v b="$started" -v a="$(date +%s.%3N)" 'BEGIN { printf "%.0f", a - b }')"
 
   local violations=() notes=() report figures line
   report="$(load_reconcile "$label" "$LOAD_OUT")" || die "reconciling the scale-out run failed (above)"
@@ -339,6 +397,26 @@ SQL
     esac
   done <<<"$proxy"
 
+  # The replica's kill must have landed mid-burst: serving before it, tried after it.
+  local kind value kill_answered=0 kill_late=0 kill_before=0 kill_inflight=0 kill_passed=0
+  while read -r kind value; do
+    case "$kind" in
+      answered) kill_answered="$value" ;;
+      late) kill_late="$value" ;;
+      before) kill_before="$value" ;;
+      inflight) kill_inflight="$value" ;;
+      passed) kill_passed="$value" ;;
+    esac
+  done <<<"$(scale_kill_figures "$(scale_ingest_port 2)" "$SCALE_KILLED_AT")"
+  [[ "$kill_before" -gt 0 ]] ||
+    violations+=("ingest replica 2 answered nothing in the second before its kill: the kill did not land while it was serving")
+  [[ $((kill_inflight + kill_passed)) -gt 0 ]] ||
+    violations+=("no request tried ingest replica 2 after its kill (none answered 502, none passed on): the kill landed after the burst")
+
+  printf '\n| ingest replica 2 killed | seen answered when triggered | 2xx before the kill | of them in the second before | 2xx logged after (written before it died) | after: in flight, 502 | after: passed on to another replica |\n'
+  printf '|%s\n' "---:|---:|---:|---:|---:|---:|---:|"
+  printf '| %s s into the burst | %s | %s | %s | %s | %s | %s |\n' "$kill_in" "$SCALE_KILLED_AFTER" "$kill_answered" \
+    "$kill_before" "$kill_late" "$kill_inflight" "$kill_passed"
   printf '\n| ingest replica | port | requests answered | 2xx | 502 (in flight when killed) |\n|---|---:|---:|---:|---:|\n'
   for i in $(seq 1 "$SCALE_REPLICAS"); do
     local row="" want
