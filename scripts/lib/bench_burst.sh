@@ -9,7 +9,8 @@
 #           spooled and answered 202
 #   pool    over the direct Postgres pool (DATABASE_URL), no spool
 #
-# For each: webhook-load burst's line (2xx within 3 s, spooled, 4xx, 5xx, no answer, p50/p99/max
+# First the same burst to /health (the floor: connections and HTTP, no database). For each path:
+# webhook-load burst's line (2xx within 3 s, spooled, 4xx, 5xx, no answer, p50/p99/max
 # from the burst's start, seconds until every 2xx alert is stored, lost, stored twice). Before each
 # burst every trader sends one alert (32 at a time), so their tokens are known, as they are after
 # any earlier alert. With BURST_BASE_INGEST set to another ingest binary (e.g. main's), each path
@@ -79,13 +80,18 @@ SQL
     sleep 1
     printf '%s  load average %s\n' "$name" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/loadavg"
     "$load" burst --url "http://127.0.0.1:$port" --tokens "$work/tokens" --alerts "$alerts" \
-      --strangers "$strangers" --label "$label" --name "$name"
+      --strangers "$strangers" --label "$label" --name "$name" $floor
     kill "$BURST_PID"; wait "$BURST_PID" 2>/dev/null || true
     BURST_PID=
   }
 
   echo "== $traders traders x $alerts alerts at once, $strangers strangers' webhooks mixed in"
   echo "path                         alerts 2xx<=3s spooled   4xx   5xx  none     p50     p99     max   stored  lost  dup stored-non2xx"
+  # The floor: the same burst to /health (405, no database), what connections and HTTP alone
+  # cost on this machine right now.
+  local floor=--floor
+  burst_once floor "$CARGO_TARGET/release/ingest" rest
+  floor=
   local path round=0
   for path in rest spool pool; do
     if [[ -z "$base" ]]; then

@@ -57,6 +57,10 @@ pub(crate) struct Args {
     /// The row's name in the output.
     #[arg(long)]
     name: String,
+    /// Send every webhook to `/health` instead (ingest answers 405 without touching the
+    /// database): the floor that opening connections and HTTP alone cost on this machine.
+    #[arg(long)]
+    floor: bool,
     /// Print the column names before the row.
     #[arg(long)]
     header: bool,
@@ -247,7 +251,12 @@ async fn send_all(
             answers.push(answer);
         }
         let client = clients[n % clients.len()].clone();
-        let url = format!("{}/webhook/u/{token}", args.url.trim_end_matches('/'));
+        let base = args.url.trim_end_matches('/');
+        let url = if args.floor {
+            format!("{base}/health")
+        } else {
+            format!("{base}/webhook/u/{token}")
+        };
         let body = body(&marker, n);
         sending.spawn(async move {
             let answered = client
