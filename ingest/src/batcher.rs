@@ -17,7 +17,10 @@
 //! [`BatchError::Saturated`] when its alert waited that long, or when the
 //! queue is already so long that it would, and the alert is withdrawn
 //! (nothing was sent for it): the edge then spools it and answers 202
-//! instead of letting TradingView's 3 s run out.
+//! instead of letting TradingView's 3 s run out. Without a budget (no
+//! spool) the wait is bounded by the database deadline, and the call then
+//! has a deadline of its own: the queue never eats into the time the
+//! database is given.
 //!
 //! One trader's alerts are never in two calls at once: an alert whose
 //! token has an alert in a call in flight waits for that call, and a batch
@@ -112,17 +115,17 @@ impl Batcher {
     /// With a `budget`, an alert that has not gone to the database within it
     /// (or that finds the queue longer than a round of calls takes) comes
     /// back as [`BatchError::Saturated`], withdrawn. Without one it waits
-    /// for its call. Either way the answer comes within the database
-    /// deadline counted from now: past it the caller gets a timeout (a call
-    /// still in flight may yet commit, which the delivery id makes safe to
-    /// replay).
+    /// up to the database deadline for a call to take it, and is then
+    /// withdrawn with a timeout (nothing was sent for it). Once in a call,
+    /// the answer comes within the deadline counted from the call's start:
+    /// past it, a timeout (the call may yet commit, which the delivery id
+    /// makes safe to replay).
     pub async fn submit(
         &self,
         key: u64,
         args: Value,
         budget: Option<Duration>,
     ) -> Result<IngestOutcome, BatchError> {
-        let enqueued = Instant::now();
         let deadline = self.inner.db.deadline();
         let (reply, mut answer) = oneshot::channel();
         let id = {
@@ -142,23 +145,24 @@ impl Batcher {
             self.inner.dispatch(&mut state);
             id
         };
-        if let Some(budget) = budget.filter(|b| *b < deadline) {
-            match tokio::time::timeout(budget, &mut answer).await {
-                Ok(answered) => return flatten(answered),
-                Err(_) if self.inner.withdraw(id) => {
-                    self.inner.metrics.db_saturated.inc();
-                    return Err(BatchError::Saturated);
+        // The wait for a call is bounded on its own; the call itself is
+        // bounded by the database deadline inside it (`Database`), so a
+        // call that started always answers, and the deadline means what the
+        // README says: how long the database may take, not the queue.
+        let wait = budget.map_or(deadline, |budget| budget.min(deadline));
+        match tokio::time::timeout(wait, &mut answer).await {
+            Ok(answered) => return flatten(answered),
+            Err(_) if self.inner.withdraw(id) => {
+                if budget.is_none() {
+                    return Err(BatchError::Db(Arc::new(DbError::Timeout(deadline))));
                 }
-                // Already in a call: wait for its answer.
-                Err(_) => {}
+                self.inner.metrics.db_saturated.inc();
+                return Err(BatchError::Saturated);
             }
+            // Already in a call: wait for its answer.
+            Err(_) => {}
         }
-        if let Ok(answered) = tokio::time::timeout_at((enqueued + deadline).into(), answer).await {
-            flatten(answered)
-        } else {
-            self.inner.withdraw(id);
-            Err(BatchError::Db(Arc::new(DbError::Timeout(deadline))))
-        }
+        flatten(answer.await)
     }
 
     /// Alerts waiting for a call slot right now.

@@ -36,6 +36,15 @@ async fn main() -> anyhow::Result<()> {
 
     let db = Arc::new(database(&config).context("Failed to set up the database path")?);
     let database = db.kind();
+    // Every call slot's connection opened before the first webhook, not
+    // inside the first burst's deadlines.
+    match db.warm(config.db_concurrency as usize).await {
+        Ok(0) => {}
+        Ok(ready) => tracing::info!(connections = ready, "Database pool warmed"),
+        Err(error) => {
+            tracing::warn!(%error, "Could not open database connections at start; calls connect when the database answers");
+        }
+    }
     let (app, replayer, tokens) = app(&config, &db)?;
     let app = Arc::new(app);
 

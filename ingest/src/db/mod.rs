@@ -249,6 +249,53 @@ impl Database {
         }
     }
 
+    /// Opens up to `connections` pool connections at once and prepares the
+    /// batch statement on each, within the deadline; how many are ready.
+    ///
+    /// Why: the pool connects lazily, and opening a connection (more so
+    /// with TLS, or on a loaded machine) can take most of the deadline. At
+    /// a bar close every call slot wants one at the same moment, so the
+    /// first burst after a start would pay them all inside its calls'
+    /// deadlines. Warming at start moves that cost before the first
+    /// webhook. A database that is down now is no reason not to start (the
+    /// calls connect when it is back), so failures are returned for a log
+    /// line, not raised. PostgREST keeps its own connections: nothing to do.
+    pub async fn warm(&self, connections: usize) -> Result<usize, DbError> {
+        let Path::Pool(pool) = &self.path else {
+            return Ok(0);
+        };
+        self.bounded(async {
+            // Every checkout is held until all are made, so each opens a
+            // connection of its own instead of taking back the last one.
+            let mut opening = tokio::task::JoinSet::new();
+            for _ in 0..connections {
+                let pool = pool.clone();
+                opening.spawn(async move {
+                    let client = pool.get().await.map_err(DbError::Pool)?;
+                    client
+                        .prepare_cached(INGEST_BATCH_SQL)
+                        .await
+                        .map_err(DbError::Query)?;
+                    Ok::<_, DbError>(client)
+                });
+            }
+            let mut ready = Vec::new();
+            let mut failed = None;
+            while let Some(opened) = opening.join_next().await {
+                match opened {
+                    Ok(Ok(client)) => ready.push(client),
+                    Ok(Err(error)) => failed = Some(error),
+                    Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
+                }
+            }
+            match failed {
+                Some(error) if ready.is_empty() => Err(error),
+                _ => Ok(ready.len()),
+            }
+        })
+        .await
+    }
+
     /// Calls `public.ingest_signals` once with `alerts` (each an
     /// [`IngestCall::arguments`] object): one outcome per alert, in order,
     /// or the error that failed the whole call. An alert that raised is an

@@ -179,13 +179,15 @@ pub(crate) fn pool_at(url: &str, deadline: Duration) -> Database {
     Database::pool(pool, deadline)
 }
 
-/// The database path `upstream` names (and its switch).
+/// The database path `upstream` names (and its switch), warmed for
+/// `batch.concurrency` calls.
 async fn database(
     upstream: Upstream,
     deadline: Duration,
+    batch: BatchSettings,
     stack: &OnceLock<Stack>,
 ) -> (Database, Option<Switch>) {
-    match upstream {
+    let (db, switch) = match upstream {
         Upstream::Rest => {
             let stack = stack.get_or_init(Stack::from_env);
             (rest_at(stack, &stack.supabase_url, deadline), None)
@@ -201,12 +203,15 @@ async fn database(
             (db, Some(started))
         }
         Upstream::Given(db) => (db, None),
-    }
+    };
+    // Warmed as `main` warms it (nothing to do for PostgREST).
+    let _ = db.warm(batch.concurrency).await;
+    (db, switch)
 }
 
 pub(crate) async fn spawn_app(options: Options) -> TestApp {
     let stack = OnceLock::new();
-    let (db, switch) = database(options.upstream, options.db_timeout, &stack).await;
+    let (db, switch) = database(options.upstream, options.db_timeout, options.batch, &stack).await;
     let db = Arc::new(db);
     let nets = |nets: &[&str]| -> Vec<ingest::config::IpNet> {
         nets.iter().map(|n| n.parse().expect("a network")).collect()

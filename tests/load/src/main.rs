@@ -8,6 +8,8 @@
 //!   TradingView, one line per webhook in a file.
 //! - [`outcome`]: that line (one webhook's answers), and the marker that finds the webhook again
 //!   in `public.signals`.
+//! - [`burst`]: a bar close instead: every trader's alerts at once, each on a new connection, and
+//!   the time until the last one is answered and stored.
 //! - [`settle`]: waits for ingest's spool to drain and for the run's captures to end.
 //! - [`reconcile`]: the file against the database: figures, violations (lost, stored twice, stuck,
 //!   failed without a reason) and notes.
@@ -16,6 +18,7 @@
 //!
 //! Database URLs come from `DATABASE_URL` only, so passwords stay out of process lists.
 
+mod burst;
 mod outcome;
 mod reconcile;
 mod send;
@@ -38,6 +41,8 @@ struct Cli {
 enum Command {
     /// Send the load; one line per webhook in --out.
     Send(send::Args),
+    /// Every trader's alerts at once; one line of figures.
+    Burst(burst::Args),
     /// Wait until ingest's /health reports an empty spool (or none).
     WaitSpool(settle::SpoolArgs),
     /// Wait until the run's captures have ended (or stopped moving).
@@ -52,6 +57,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Send(args) => send::run(args).await,
+        Command::Burst(args) => burst::run(args).await,
         Command::WaitSpool(args) => settle::wait_spool(args).await,
         Command::WaitCaptures(args) => settle::wait_captures(args).await,
         Command::Reconcile(args) => reconcile::run(args).await,
