@@ -37,7 +37,7 @@ async fn a_capture_at_trace_logs_no_cookie_key_or_password() {
     );
 
     let signal = alert(&db, &trader, 1.0, "long").await;
-    wait_for("the capture", Duration::from_secs(60), async || {
+    wait_for("the capture", Duration::from_secs(30), async || {
         row(&db, signal).await.status == "completed"
     })
     .await;
