@@ -6,11 +6,24 @@
 -- telegram_link_code_expires_at let telegram_link_code() and unlink_telegram() through, and the
 -- guard trigger in sql/70_telegram_link.sql allows only unlinking and generated codes. Rows are
 -- created by the auth.users trigger and removed with the auth user: traders insert and delete nothing.
+--
+-- SELECT is granted column by column, leaving out tradingview_cookies_sealed: the blob is useless
+-- without the server's seal key, but a stolen dashboard session (or an XSS on it) should not be able
+-- to walk off with it and wait for a key leak. cookies_valid, cookies_updated_at and
+-- cookies_checked_at say all the dashboard needs about the session. A column added later is not
+-- readable by traders until it is listed here. PostgREST's `select=*` expands to every column and
+-- is refused (42501) for a role lacking one: the dashboard selects the columns it shows.
 
 alter table public.user_config enable row level security;
 
 revoke all on table public.user_config from public, anon, authenticated, service_role;
-grant select on table public.user_config to authenticated;
+grant select (user_id, webhook_token, webhook_token_rotated_at, webhook_enabled, default_chart_id,
+               cookies_valid, cookies_updated_at, cookies_checked_at, plan, quota_period_start,
+               signals_this_period, rate_window_started_at, rate_window_count,
+               screenshot_resolution, chart_theme, notify_telegram, telegram_chat_id,
+               notify_on_failure, telegram_linked_at, telegram_link_code_expires_at,
+               created_at, updated_at)
+  on table public.user_config to authenticated;
 grant update (webhook_enabled, default_chart_id, screenshot_resolution, chart_theme,
               notify_telegram, notify_on_failure, webhook_token,
               telegram_linked_at, telegram_link_code_expires_at)

@@ -14,6 +14,17 @@ use tracing_subscriber::util::{SubscriberInitExt as _, TryInitError};
 /// `info` and above, which is what an operator wants by default.
 pub const DEFAULT_LEVEL: LevelFilter = LevelFilter::INFO;
 
+/// Targets held at a level whatever `RUST_LOG` asks for, because their
+/// events carry secrets. `tokio_postgres::query` logs every statement's bound
+/// parameters at `debug`: the webhook token passed to `ingest_signal`, the
+/// sealed TradingView session passed to `set_tradingview_session` and
+/// `reseal_tradingview_session`. Naming the target in `RUST_LOG` does not lift
+/// this (unlike the per-binary defaults): a debugging session must not be one
+/// environment variable away from writing traders' credentials to a log
+/// shipper. The statements themselves are still logged by
+/// `tokio_postgres::prepare`.
+pub const SECRET_BEARING: &[&str] = &["tokio_postgres::query=info"];
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -57,7 +68,8 @@ pub enum InitError {
 /// The filter comes from `RUST_LOG` (for example
 /// `RUST_LOG=ingest=debug,hyper=warn`), defaulting to [`DEFAULT_LEVEL`]. An
 /// invalid `RUST_LOG` is an error rather than silently ignored: a typo there
-/// would otherwise hide exactly the logs someone was asking for.
+/// would otherwise hide exactly the logs someone was asking for. The targets
+/// in [`SECRET_BEARING`] stay at their cap whatever it says.
 pub fn init(format: LogFormat) -> Result<(), InitError> {
     init_with_defaults(format, &[])
 }
@@ -81,6 +93,9 @@ pub fn init_with_defaults(format: LogFormat, defaults: &[&str]) -> Result<(), In
         if !from_env.contains(target) {
             filter = filter.add_directive(default.parse().expect("a valid directive"));
         }
+    }
+    for directive in SECRET_BEARING {
+        filter = filter.add_directive(directive.parse().expect("a valid directive"));
     }
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {

@@ -248,6 +248,25 @@ describe('a trader reading their journal', () => {
     assert.deepEqual(catalogue.map((p) => p.id), ['free', 'basic', 'pro', 'premium']);
   });
 
+  test('reads their settings and cookies_valid, never the sealed TradingView session', async () => {
+    psql(
+      `update public.user_config set tradingview_cookies_sealed = '\\x0102', cookies_valid = true, cookies_updated_at = now()
+        where user_id = :'id'`,
+      { id: a.id },
+    );
+    const settings = ok(
+      await dashboard.from('user_config').select('webhook_enabled, chart_theme, cookies_valid, plan').single(),
+    );
+    assert.deepEqual(settings, { webhook_enabled: true, chart_theme: 'dark', cookies_valid: true, plan: 'pro' });
+    // Column grants: the blob is refused by name, through `*`, and as a filter.
+    refused(await dashboard.from('user_config').select('tradingview_cookies_sealed'));
+    refused(await dashboard.from('user_config').select('*'));
+    refused(await dashboard.from('user_config').select('user_id').not('tradingview_cookies_sealed', 'is', null));
+    // The service role (ingest, capture) still reads it.
+    const stored = ok(await service.from('user_config').select('tradingview_cookies_sealed').eq('user_id', a.id).single());
+    assert.equal(stored.tradingview_cookies_sealed, '\\x0102');
+  });
+
   test("never receives the other trader's rows from any table", async () => {
     for (const [who, me, other] of [
       [dashboard, a, b],
@@ -373,7 +392,7 @@ describe('a trader keeping their journal', () => {
       { cookies_valid: true },
       { telegram_chat_id: '-1001234567890' },
     ]) {
-      refused(await dashboard.from('user_config').update(change).eq('user_id', j.id).select());
+      refused(await dashboard.from('user_config').update(change).eq('user_id', j.id).select('user_id'));
     }
     // Columns the trader may write only through telegram_link_code() / to unlink: a made-up value is
     // refused by the guard (42501), like a chosen token.

@@ -27,6 +27,9 @@
 //! - `egress`: pages reach no loopback, private or metadata address, by any
 //!   kind of request, but do reach a `CAPTURE_EGRESS_ALLOW` entry; the
 //!   egress proxy serves Chromium's user only.
+//! - `log_secrets`: the binary at `RUST_LOG=trace` logs neither the
+//!   cookies of the session it captures with, the seal key nor the database
+//!   password.
 //! - `prune`: `capture prune` and Storage's delete call.
 //! - `telegram`: the Bot API contract.
 //! - `telegram_link`: linking a trader's chat through the bot (`/start`
@@ -41,6 +44,7 @@ mod deletions;
 mod drain;
 mod egress;
 mod isolation;
+mod log_secrets;
 mod page;
 mod process;
 mod prune;

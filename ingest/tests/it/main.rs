@@ -16,6 +16,8 @@
 //!   bursts, the known tokens across a restart.
 //! - [`database_tls`]: the direct pool refuses a certificate for another
 //!   name under `verify-full`.
+//! - [`log_secrets`]: the binary at `RUST_LOG=trace` logs none of the
+//!   secrets a session request handles.
 //!
 //! The stack's settings come from the environment (`scripts/test` exports
 //! them; by hand, `set -a; . .dev/stack.env` after `scripts/dev up`).
@@ -23,6 +25,7 @@
 mod connections;
 mod database_tls;
 mod helpers;
+mod log_secrets;
 mod outage;
 mod server;
 mod session;
