@@ -117,7 +117,8 @@ impl Allowed {
 }
 
 /// A page that asks for `?http=<url>&ws=<url>` in every way a page can,
-/// waits until each attempt has ended (or 3 s), then reports ready.
+/// waits until each attempt has ended (or 3 s), then draws a chart shaped
+/// like TradingView's, which the daemon's readiness waits for.
 fn probe_page(path: &str) -> String {
     let query = path.split_once('?').map_or("", |(_, q)| q);
     let param = |name: &str| {
@@ -149,7 +150,9 @@ const attempts = [
   settle(new Promise((ok) => {{ const f = document.createElement('iframe'); f.onload = ok; f.src = http + 'frame'; document.body.appendChild(f); }})),
   settle(Promise.resolve(navigator.sendBeacon(http + 'beacon', 'x'))),
 ];
-Promise.all(attempts).then(() => {{ window.chartReady = true; }});
+// Drawn as the daemon's readiness expects TradingView's chart to be, once every attempt has ended.
+Promise.all(attempts).then(() => {{ document.body.insertAdjacentHTML('beforeend',
+  '<div class=chart-markup-table><canvas width=40 height=20></canvas></div><div data-name=legend-source-item>probe</div>'); }});
 </script></body></html>"
     )
 }
