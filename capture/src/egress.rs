@@ -23,8 +23,8 @@
 //!
 //! Who may use the proxy: it listens on loopback, where every local process
 //! can connect, so it serves only connections whose socket belongs to
-//! Chromium's user (read from `/proc/net/tcp`); others are closed unanswered
-//! and counted.
+//! Chromium's user (the kernel says whose: [`proxy::socket_owner`]); others
+//! are closed unanswered and counted.
 //!
 //! The allow-list is matched against the host and port as the page asks for
 //! them (`127.0.0.1:8080`, `localhost:3000`, `[::1]:9000`), before any

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -369,31 +369,125 @@ impl State {
 }
 
 /// The user owning the local socket `client` that is connected to
-/// `server`, from the kernel's socket tables (`/proc/net/tcp`, `tcp6`).
+/// `server`, asked of the kernel by the socket's addresses (a `sock_diag`
+/// netlink query, as `ss` makes).
+///
+/// Why not `/proc/net/tcp`: reading it walks the kernel's whole socket hash
+/// table (262,144 buckets on a machine with a few GB), yielding the CPU as
+/// it goes, so one read costs 50 to 200 ms of wall time on a busy machine
+/// and more the busier it is; done for every connection on the proxy's one
+/// thread, it stalled every tunnel behind it (see BENCHMARKS.md). The
+/// netlink query looks the one socket up by its addresses, in microseconds.
 ///
 /// # Errors
 ///
-/// A table could not be read.
+/// The netlink socket could not be had or the kernel refused the query.
 pub fn socket_owner(client: SocketAddr, server: SocketAddr) -> io::Result<Option<u32>> {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, send, socket,
+    };
+    use std::os::fd::AsRawFd as _;
+
     let (client, server) = (canonical(client), canonical(server));
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = match std::fs::read_to_string(table) {
-            Ok(text) => text,
-            // A kernel without IPv6 has no tcp6.
-            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(error),
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [_, local, remote, _, _, _, _, uid, ..] = fields.as_slice() else {
-                continue;
-            };
-            if parse_socket(local) == Some(client) && parse_socket(remote) == Some(server) {
-                return Ok(uid.parse().ok());
+    let (family, request) = diag_request(client, server).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the two ends are of different address families",
+        )
+    })?;
+    let netlink = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
+    // To the kernel (netlink's default destination); it answers before
+    // send returns.
+    send(netlink.as_raw_fd(), &request, MsgFlags::empty())?;
+    let mut answer = [0u8; 1024];
+    let length = recv(netlink.as_raw_fd(), &mut answer, MsgFlags::empty())?;
+    read_diag_answer(answer.get(..length).unwrap_or_default(), family)
+}
+
+/// `NLMSG_ERROR` and `SOCK_DIAG_BY_FAMILY` (`linux/netlink.h`, `linux/sock_diag.h`).
+const NLMSG_ERROR: u16 = 2;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The netlink header, then `inet_diag_req_v2` or `inet_diag_msg`.
+const NLMSG_HEADER: usize = 16;
+/// Where `idiag_uid` sits in an answer: after the header, four bytes of
+/// family, state, timer and retransmits, the 48-byte socket id, and the
+/// expiry and queue sizes.
+const UID_AT: usize = NLMSG_HEADER + 4 + 48 + 12;
+
+/// A `SOCK_DIAG_BY_FAMILY` request for the TCP socket whose local end is
+/// `client` and remote end `server` (`inet_diag_req_v2`, one socket, not a
+/// dump); `None` when the two are of different families.
+fn diag_request(client: SocketAddr, server: SocketAddr) -> Option<(u8, Vec<u8>)> {
+    const AF_INET: u8 = 2;
+    const AF_INET6: u8 = 10;
+    const IPPROTO_TCP: u8 = 6;
+    const NLM_F_REQUEST: u16 = 1;
+    let octets = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => {
+            let mut padded = [0u8; 16];
+            padded[..4].copy_from_slice(&v4.octets());
+            padded
+        }
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    let family = match (client.ip(), server.ip()) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => AF_INET,
+        (IpAddr::V6(_), IpAddr::V6(_)) => AF_INET6,
+        _ => return None,
+    };
+    let mut message = Vec::with_capacity(NLMSG_HEADER + 56);
+    message.extend_from_slice(&72u32.to_ne_bytes());
+    message.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    message.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    message.extend_from_slice(&[0; 8]); // sequence number, port id
+    message.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]);
+    message.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    // inet_diag_sockid: ports and addresses in network order.
+    message.extend_from_slice(&client.port().to_be_bytes());
+    message.extend_from_slice(&server.port().to_be_bytes());
+    message.extend_from_slice(&octets(client.ip()));
+    message.extend_from_slice(&octets(server.ip()));
+    message.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    message.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+    debug_assert_eq!(message.len(), 72);
+    Some((family, message))
+}
+
+/// The owner's uid from the kernel's answer; `None` when there is no such
+/// socket.
+fn read_diag_answer(answer: &[u8], family: u8) -> io::Result<Option<u32>> {
+    let malformed = || io::Error::other("a malformed sock_diag answer");
+    let u32_at = |at: usize| -> io::Result<u32> {
+        answer
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+            .ok_or_else(malformed)
+    };
+    let kind = answer
+        .get(4..6)
+        .and_then(|b| b.try_into().ok())
+        .map(u16::from_ne_bytes)
+        .ok_or_else(malformed)?;
+    match kind {
+        NLMSG_ERROR => {
+            let errno = i32::from_ne_bytes(u32_at(NLMSG_HEADER)?.to_ne_bytes());
+            if errno == -nix::libc::ENOENT {
+                Ok(None)
+            } else {
+                Err(io::Error::from_raw_os_error(-errno))
             }
         }
+        SOCK_DIAG_BY_FAMILY if answer.get(NLMSG_HEADER) == Some(&family) => {
+            u32_at(UID_AT).map(Some)
+        }
+        _ => Err(malformed()),
     }
-    Ok(None)
 }
 
 /// An IPv4 address in IPv6 clothes (`::ffff:a.b.c.d`) as the IPv4 one.
@@ -406,62 +500,9 @@ fn canonical(address: SocketAddr) -> SocketAddr {
     }
 }
 
-/// `0100007F:1F90` (the kernel prints each 32-bit word of the address in
-/// the machine's byte order, the port as a number) as `127.0.0.1:8080`.
-fn parse_socket(field: &str) -> Option<SocketAddr> {
-    let (address, port) = field.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |hex: &str| u32::from_str_radix(hex, 16).ok().map(u32::to_ne_bytes);
-    let ip = match address.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(address)?)),
-        32 => {
-            let mut octets = [0u8; 16];
-            for (i, chunk) in octets.chunks_mut(4).enumerate() {
-                chunk.copy_from_slice(&word(address.get(i * 8..i * 8 + 8)?)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(octets))
-        }
-        _ => return None,
-    };
-    Some(canonical(SocketAddr::new(ip, port)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use std::fmt::Write as _;
-
-    /// A socket address as the kernel's tables print it.
-    fn kernel_form(octets: &[u8], port: u16) -> String {
-        let mut text = String::new();
-        for word in octets.chunks(4) {
-            let word = u32::from_ne_bytes(word.try_into().unwrap());
-            write!(text, "{word:08X}").unwrap();
-        }
-        format!("{text}:{port:04X}")
-    }
-
-    #[test]
-    fn kernel_socket_addresses_are_read_in_the_machines_byte_order() {
-        assert_eq!(
-            parse_socket(&kernel_form(&[127, 0, 0, 1], 8080)),
-            Some("127.0.0.1:8080".parse().unwrap())
-        );
-        let v6: Ipv6Addr = "2001:db8::1".parse().unwrap();
-        assert_eq!(
-            parse_socket(&kernel_form(&v6.octets(), 443)),
-            Some("[2001:db8::1]:443".parse().unwrap())
-        );
-        let mapped: Ipv6Addr = "::ffff:127.0.0.1".parse().unwrap();
-        assert_eq!(
-            parse_socket(&kernel_form(&mapped.octets(), 80)),
-            Some("127.0.0.1:80".parse().unwrap()),
-            "a v4-mapped address is the IPv4 one"
-        );
-        assert_eq!(parse_socket("nonsense"), None);
-        assert_eq!(parse_socket("0100007F:XYZ"), None);
-    }
 
     #[test]
     fn the_owner_of_a_loopback_socket_is_found() {
@@ -482,5 +523,23 @@ mod tests {
         );
         let unconnected: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(socket_owner(unconnected, peer).unwrap(), None);
+        assert_eq!(
+            socket_owner(listener.local_addr().unwrap(), peer).unwrap(),
+            Some(euid),
+            "the accepted end, looked up from its side"
+        );
+
+        let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let v6_client = std::net::TcpStream::connect(v6.local_addr().unwrap()).unwrap();
+        let (_accepted, v6_peer) = v6.accept().unwrap();
+        assert_eq!(v6_peer, v6_client.local_addr().unwrap());
+        assert_eq!(
+            socket_owner(v6_peer, v6.local_addr().unwrap()).unwrap(),
+            Some(euid)
+        );
+        assert!(
+            socket_owner(peer, v6.local_addr().unwrap()).is_err(),
+            "an IPv4 end and an IPv6 one are no socket"
+        );
     }
 }
