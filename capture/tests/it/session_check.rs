@@ -27,12 +27,14 @@ use crate::support::{
 };
 
 fn pool(test_db: &TestDb, size: usize) -> deadpool_postgres::Pool {
-    let pg: tokio_postgres::Config = test_db.url.parse().unwrap();
-    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(size)
-        .build()
-        .unwrap()
+    service_runtime::postgres::pool_from(
+        &crate::support::daemon::database(test_db),
+        service_runtime::postgres::PoolSettings {
+            max_size: size,
+            timeout: None,
+        },
+    )
+    .unwrap()
 }
 
 fn checks(

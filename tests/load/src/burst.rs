@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 use tokio::task::JoinSet;
-use tokio_postgres::NoTls;
 
 /// Settings, from flags.
 #[derive(Debug, clap::Args)]
@@ -126,7 +125,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let summary = Summary::of(&answers);
 
     // Until every alert answered 2xx is stored, or the settle time is over.
-    let (db, connection) = tokio_postgres::connect(&args.database_url, NoTls)
+    let (db, connection) = postgres_tls::connect(&args.database_url)
         .await
         .context("connecting to the database (DATABASE_URL)")?;
     tokio::spawn(connection);

@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use tokio_postgres::NoTls;
 
 use crate::outcome::run_pattern;
 
@@ -219,7 +218,7 @@ fn scan_user_dir(dir: &Path, into: &mut HashMap<String, Objects>) -> anyhow::Res
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let (db, connection) = tokio_postgres::connect(&args.database_url, NoTls)
+    let (db, connection) = postgres_tls::connect(&args.database_url)
         .await
         .context("Failed to connect to the database")?;
     tokio::spawn(connection);
