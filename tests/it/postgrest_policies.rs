@@ -104,7 +104,8 @@ async fn a_trader_cannot_edit_or_delete_another_traders_rows() {
 
     let (_, changed) = patch(
         &stack,
-        &format!("user_config?user_id=eq.{}", b.id),
+        // Only columns the trader may read: a trader has no SELECT on the sealed session.
+        &format!("user_config?user_id=eq.{}&select=user_id", b.id),
         As::User(&a),
         json!({ "webhook_enabled": false }),
     )
@@ -156,7 +157,13 @@ async fn a_trader_edits_only_the_journal_and_their_settings() {
         json!({ "tradingview_cookies_sealed": "\\x00" }),
         json!({ "cookies_valid": true }),
     ] {
-        let (status, _) = patch(&stack, &mine, As::User(&a), forbidden.clone()).await;
+        let (status, _) = patch(
+            &stack,
+            &format!("{mine}&select=user_id"),
+            As::User(&a),
+            forbidden.clone(),
+        )
+        .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{forbidden} must be refused");
     }
     let (_, config) = rows(
@@ -172,7 +179,7 @@ async fn a_trader_edits_only_the_journal_and_their_settings() {
 
     let (status, settings) = patch(
         &stack,
-        &mine,
+        &format!("{mine}&select=screenshot_resolution"),
         As::User(&a),
         json!({ "default_chart_id": "Xy12AbCd", "screenshot_resolution": "1080p" }),
     )
