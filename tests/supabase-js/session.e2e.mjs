@@ -63,16 +63,17 @@ function parseCookies(header = '') {
 
 /**
  * Like TradingView where it matters: without both session cookies a sign-in wall (what
- * CAPTURE_LOGIN_CHECK looks for), with them a chart drawn on a canvas a moment later, and only then
- * the readiness mark (CAPTURE_READY_CHECK).
+ * CAPTURE_LOGIN_CHECK looks for), with them a legend item and a chart pane's canvas (what the
+ * daemon's default readiness waits for), drawn a moment later, and only then the readiness mark
+ * (CAPTURE_READY_CHECK).
  */
 function chartPage(signedIn) {
   if (!signedIn) {
     return '<!doctype html><html><body><div id="sign-in-wall">Sign in to TradingView</div></body></html>';
   }
   return `<!doctype html><html><head><style>html,body{margin:0;background:#131722}</style></head><body>
-<div data-name="legend" style="position:fixed;top:8px;left:8px;color:#d1d4dc;font:14px sans-serif">${chartId}</div>
-<canvas id="c"></canvas><script>
+<div data-name="legend-source-item" style="position:fixed;top:8px;left:8px;color:#d1d4dc;font:14px sans-serif">${chartId}</div>
+<div class="chart-markup-table"><canvas id="c"></canvas></div><script>
 const c = document.getElementById('c'); c.width = innerWidth; c.height = innerHeight;
 setTimeout(() => {
   const x = c.getContext('2d'); x.strokeStyle = '#2962ff'; x.lineWidth = 3; x.beginPath();
