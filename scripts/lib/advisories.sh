@@ -8,15 +8,22 @@
 # Source it after common.sh.
 
 # The plain copy: ADVISORY_DB_SOURCE, else shared/advisory-db beside the main checkout (a
-# worktree's common git directory is the main checkout's .git).
+# worktree's common git directory is the main checkout's .git), else beside the checkout this one
+# was cloned from when that is a local directory (a clean clone made for CI, `git clone . /tmp/x`).
 advisory_db_source() {
   if [[ -n "${ADVISORY_DB_SOURCE:-}" ]]; then
     printf '%s\n' "$ADVISORY_DB_SOURCE"
     return
   fi
-  local common
+  local common candidate origin
   common="$(git -C "$REPO_ROOT" rev-parse --path-format=absolute --git-common-dir)"
-  printf '%s\n' "$(dirname "$(dirname "$common")")/shared/advisory-db"
+  candidate="$(dirname "$(dirname "$common")")/shared/advisory-db"
+  origin="$(git -C "$REPO_ROOT" config --get remote.origin.url || true)"
+  if [[ ! -d "$candidate" && -n "$origin" && -d "$origin" ]]; then
+    common="$(git -C "$origin" rev-parse --path-format=absolute --git-common-dir)"
+    candidate="$(dirname "$(dirname "$common")")/shared/advisory-db"
+  fi
+  printf '%s\n' "$candidate"
 }
 
 # Makes the throwaway repository under $1 (a directory of its own) and writes there the config
