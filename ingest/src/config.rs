@@ -88,10 +88,23 @@ pub struct Config {
     #[arg(long, env = "INGEST_DB_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub db_timeout: Duration,
 
-    /// Connections served at once; more wait in the kernel's backlog.
-    #[arg(long, env = "INGEST_MAX_CONNECTIONS", default_value_t = 4096,
+    /// Connections served at once; more wait in the kernel's backlog. A bar
+    /// close brings thousands at once, each on a new connection: below that
+    /// many, connections that have sent nothing for 200 ms are closed to
+    /// make room. Ingest raises its open-file limit to match (up to the
+    /// hard limit).
+    #[arg(long, env = "INGEST_MAX_CONNECTIONS", default_value_t = 16_384,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// Connections the kernel holds for ingest before it accepts them (the
+    /// listen backlog). At a bar close thousands arrive within a second;
+    /// one that finds the backlog full is retried by the client only after
+    /// 1 s, then 3 s. The kernel caps it at `net.core.somaxconn` (4096 by
+    /// default since Linux 5.4): raise that too to go higher.
+    #[arg(long, env = "INGEST_LISTEN_BACKLOG", default_value_t = service_runtime::http::DEFAULT_BACKLOG,
+          value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub listen_backlog: u32,
 
     /// Connections in the direct Postgres pool (with `DATABASE_URL`); more
     /// than `INGEST_DB_CONCURRENCY`, which the webhooks' calls use, so that

@@ -35,6 +35,8 @@
 //! - [`tokens`]: the tokens the database accepted (hashed, kept across
 //!   restarts beside the spool) and the negative cache of unknown ones.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`open_files`]: the open-file limit raised to what
+//!   `INGEST_MAX_CONNECTIONS` needs (up to the hard limit), at start.
 //! - [`delivery`]: one webhook as `ingest_signal` takes it, built the same
 //!   way when answered live and when replayed from the spool.
 //! - [`spool_admission`]: the outage admission policy: when a webhook is
@@ -65,6 +67,7 @@ pub mod db;
 pub mod delivery;
 pub mod guard;
 pub mod metrics;
+pub mod open_files;
 pub mod server;
 pub mod signal;
 pub mod spool_admission;

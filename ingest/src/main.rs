@@ -15,6 +15,7 @@ use ingest::batcher::BatchSettings;
 use ingest::db::{Database, RestPath};
 use ingest::guard::Guard;
 use ingest::metrics::Metrics;
+use ingest::open_files::Raised;
 use ingest::server::{App, SessionEndpoint, Settings, session};
 use ingest::spool_admission::{DatabaseSink, SpoolAdmission};
 use ingest::tokens::TokenMemory;
@@ -34,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(config.logging.format).context("Failed to initialise logging")?;
     let stop = shutdown::signal().context("Failed to install signal handlers")?;
 
+    open_files(&config);
     let db = Arc::new(database(&config).context("Failed to set up the database path")?);
     let database = db.kind();
     // Every call slot's connection opened before the first webhook, not
@@ -48,8 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let (app, replayer, tokens) = app(&config, &db)?;
     let app = Arc::new(app);
 
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = service_runtime::http::listen(config.listen, config.listen_backlog)
         .with_context(|| format!("Failed to listen on {}", config.listen))?;
     let addr = listener
         .local_addr()
@@ -112,6 +113,28 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Raises the open-file limit for `INGEST_MAX_CONNECTIONS` connections, or
+/// says why it could not.
+fn open_files(config: &Config) {
+    let connections = u64::from(config.max_connections) + u64::from(config.db_pool_size);
+    match ingest::open_files::raise(connections) {
+        Ok(Raised::Enough { .. }) => {}
+        Ok(Raised::To { from, to }) => {
+            tracing::info!(
+                from,
+                to,
+                "Raised the open-file limit for INGEST_MAX_CONNECTIONS"
+            );
+        }
+        Ok(Raised::Short { needed, to }) => tracing::warn!(
+            needed,
+            limit = to,
+            "The open-file hard limit is below what INGEST_MAX_CONNECTIONS needs: connections past it fail to be accepted; raise it (systemd LimitNOFILE, docker --ulimit nofile) or lower INGEST_MAX_CONNECTIONS"
+        ),
+        Err(error) => tracing::warn!(%error, "Could not read or raise the open-file limit"),
+    }
 }
 
 /// The app as `config` describes it, the spool's replayer (with a spool)

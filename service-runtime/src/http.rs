@@ -27,7 +27,18 @@
 //!   backlog, and every open connection that has been idle for a short while
 //!   ([`PRESSURE_IDLE`]) is closed at once to make room: under a flood of
 //!   silent connections, requests that are actually being made still get
-//!   slots within a fraction of a second.
+//!   slots within a fraction of a second. A connection whose request has
+//!   begun to arrive is not idle (hyper finishes a request it has started
+//!   reading), and the watchdog looks only after hyper has read what came.
+//!   A bar close must not reach the limit at all: a connection that a
+//!   starved sender has opened but not yet written to looks exactly like a
+//!   silent one, so `INGEST_MAX_CONNECTIONS` is set above the burst.
+//!
+//! - **The accept backlog** is set by [`listen`], not left at the 1,024
+//!   that `TcpListener::bind` asks for: at a bar close thousands of
+//!   connections arrive within a second, and a connection that finds the
+//!   backlog full has its SYN dropped, so the client tries again only after
+//!   1 s, then 3 s: TradingView's 3 s are gone before hyper ever sees it.
 //!
 //! [`respond`] is the one way either binary writes a JSON answer, so every
 //! JSON body has the same content type.
@@ -49,7 +60,7 @@ use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -65,6 +76,30 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// sending its request is not cut off; short enough that a flood of silent
 /// connections is cleared many times a second.
 pub const PRESSURE_IDLE: Duration = Duration::from_millis(200);
+
+/// The accept backlog [`listen`] asks for unless told otherwise: Linux's
+/// default ceiling (`net.core.somaxconn`, 4,096 since 5.4), which also caps
+/// whatever is asked for.
+pub const DEFAULT_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` with an accept backlog of `backlog` connections (the
+/// kernel caps it at `net.core.somaxconn`), with `SO_REUSEADDR` as
+/// `TcpListener::bind` sets it, so a restart does not wait for the old
+/// socket's `TIME_WAIT`.
+///
+/// # Errors
+/// The socket could not be created, bound or put to listening (the address
+/// is taken, or not ours).
+pub fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
 
 /// How the drain after shutdown ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +291,13 @@ impl Activity {
             self.started + Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst))
         })
     }
+
+    /// Milliseconds since `started`, at least 1 (0 means "never").
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
 }
 
 /// Counts a request in flight for as long as it lives (also when its
@@ -271,8 +313,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let elapsed = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.idle_since_ms.store(elapsed.max(1), Ordering::SeqCst);
+        self.0
+            .idle_since_ms
+            .store(self.0.now_ms(), Ordering::SeqCst);
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.0.ended.notify_one();
     }
@@ -331,6 +374,10 @@ impl Connection {
             let idle_since = self.activity.idle_since();
             let deadline = idle_since.map(|since| since + self.keep_alive);
             tokio::select! {
+                // The connection first: whatever has arrived is read (and a
+                // request it completes counted in flight) before any branch
+                // below judges the connection idle.
+                biased;
                 result = served.as_mut() => return result,
                 () = self.stopping.cancelled(), if !closing => {
                     served.as_mut().graceful_shutdown();
@@ -379,4 +426,164 @@ pub fn respond(status: StatusCode, value: &impl serde::Serialize) -> Response<Fu
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Serves on a fresh listener with `max_connections`, every request
+    /// answered `200` at once, until the returned token is cancelled.
+    fn server(max_connections: usize) -> (SocketAddr, CancellationToken) {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), 64).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(5),
+            keep_alive_timeout: Duration::from_secs(5),
+            max_connections,
+        };
+        let stopped = stop.clone();
+        tokio::spawn(serve_with(
+            listener,
+            |_| {
+                hyper::service::service_fn(|_: Request<Incoming>| async {
+                    Ok::<_, Infallible>(respond(StatusCode::OK, &"ok"))
+                })
+            },
+            async move { stopped.cancelled().await },
+            Duration::from_secs(1),
+            limits,
+        ));
+        (addr, stop)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_the_limit_a_connection_still_sending_its_request_is_not_cut_off() {
+        // One slot. The first client takes 600 ms to send its request head,
+        // a few bytes every 50 ms; a second client waits for the slot all
+        // along, so the server is under pressure the whole time and the
+        // first connection has finished no request for longer than
+        // PRESSURE_IDLE. A request that has begun to arrive is finished and
+        // answered (hyper's graceful shutdown closes only a connection with
+        // nothing read), and then the second client is served.
+        let (addr, stop) = server(1);
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.unwrap();
+            answer
+        });
+        let head =
+            b"GET / HTTP/1.1\r\nhost: x\r\nx-a: 1\r\nx-b: 2\r\nx-c: 3\r\nconnection: close\r\n\r\n";
+        for piece in head.chunks(head.len().div_ceil(12)) {
+            first
+                .write_all(piece)
+                .await
+                .expect("the server kept the connection open");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut answer = Vec::new();
+        first.read_to_end(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "the sending client was cut off: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the waiting client got the slot")
+            .unwrap();
+        assert!(second.starts_with(b"HTTP/1.1 200"));
+        stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_the_limit_a_silent_connection_makes_room() {
+        // The same slot held by a client that sends nothing: it is closed
+        // once it has been silent for PRESSURE_IDLE, and the waiting client
+        // is answered well within a second.
+        let (addr, stop) = server(1);
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        let mut waiting = tokio::net::TcpStream::connect(addr).await.unwrap();
+        waiting
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(1), waiting.read_to_end(&mut answer))
+            .await
+            .expect("answered within a second")
+            .unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        assert!(
+            started.elapsed() >= Duration::from_millis(170),
+            "closed before it was idle"
+        );
+        let mut rest = Vec::new();
+        let read = silent.read_to_end(&mut rest).await;
+        assert!(
+            read.is_err() || rest.is_empty(),
+            "the silent connection was closed"
+        );
+        stop.cancel();
+    }
+
+    /// Connects to `addr` and reports whether the handshake completed
+    /// within `within` (a SYN the kernel dropped is retried only after 1 s).
+    async fn connects(addr: SocketAddr, within: Duration) -> Option<tokio::net::TcpStream> {
+        tokio::time::timeout(within, tokio::net::TcpStream::connect(addr))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    #[tokio::test]
+    async fn the_backlog_asked_for_is_the_backlog_the_kernel_keeps() {
+        // Nothing accepts: connections the backlog has no room for have
+        // their SYN dropped and do not connect within the window.
+        let small = listen("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = small.local_addr().unwrap();
+        let mut held = Vec::new();
+        for n in 0..3 {
+            held.push(
+                connects(addr, Duration::from_millis(500))
+                    .await
+                    .unwrap_or_else(|| panic!("connection {n} fits a backlog of 2 (+1)")),
+            );
+        }
+        assert!(
+            connects(addr, Duration::from_millis(300)).await.is_none(),
+            "a fourth connection found room in a backlog of 2"
+        );
+
+        let large = listen("127.0.0.1:0".parse().unwrap(), 512).unwrap();
+        let addr = large.local_addr().unwrap();
+        let mut held = Vec::new();
+        for n in 0..300 {
+            held.push(
+                connects(addr, Duration::from_millis(500))
+                    .await
+                    .unwrap_or_else(|| panic!("connection {n} did not fit a backlog of 512")),
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_address_is_an_error_and_ipv6_listens_too() {
+        let taken = listen("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let error = listen(taken.local_addr().unwrap(), 16).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+        let v6 = listen("[::1]:0".parse().unwrap(), 16).unwrap();
+        assert!(v6.local_addr().unwrap().is_ipv6());
+    }
 }
