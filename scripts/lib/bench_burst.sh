@@ -4,20 +4,27 @@
 # INGEST_ALLOWED_SOURCES names), optionally with strangers' bad tokens mixed in, against a release
 # build of ingest on each database path:
 #
-#   rest    through PostgREST (the gateway), no spool
-#   spool   through PostgREST, with a spool: what would wait past INGEST_DB_QUEUE_BUDGET is
-#           spooled and answered 202
-#   pool    over the direct Postgres pool (DATABASE_URL), no spool
+#   rest        through PostgREST (the gateway), no spool
+#   spool       through PostgREST, with a spool (as scripts/dev up and the README's production
+#               setup run it): what would wait past INGEST_DB_QUEUE_BUDGET is spooled and
+#               answered 202
+#   pool        over the direct Postgres pool (DATABASE_URL), no spool
+#   pool-spool  over the pool, with a spool
 #
-# First the same burst to /health (the floor: connections and HTTP, no database). For each path:
-# webhook-load burst's line (2xx within 3 s, spooled, 4xx, 5xx, no answer, p50/p99/max
-# from the burst's start, seconds until every 2xx alert is stored, lost, stored twice). Before each
+# First the same burst to /health (the floor: connections and HTTP, no database). For each path,
+# webhook-load burst's line. Of the traders' alerts: how many, 2xx within 3 s, spooled, 4xx, 5xx,
+# no answer, p50/p99/max from the burst's start, p99 from each webhook's own connection (what
+# TradingView's 3 s counts); of the strangers' webhooks: 404, 429, anything else; then seconds
+# until every 2xx alert is stored, lost, stored twice, stored though not answered 2xx. Before each
 # burst every trader sends one alert (32 at a time), so their tokens are known, as they are after
 # any earlier alert. With BURST_BASE_INGEST set to another ingest binary (e.g. main's), each path
 # runs with both binaries in one run, alternating which goes first, so the two can be read as a
 # ratio. The stack's capture daemon is stopped for the run (every accepted alert queues a capture).
 #
 #   scripts/bench burst [traders=1000] [alerts-per-trader=3] [strangers=0]
+#
+# BURST_PATHS picks paths (default "rest spool pool pool-spool"); BURST_ROUNDS repeats them
+# (default 1), alternating the order of this build and the base's.
 
 bench_burst() {
   local traders=${1:-1000} alerts=${2:-3} strangers=${3:-0}
@@ -63,8 +70,8 @@ SQL
     (
       export INGEST_LISTEN="127.0.0.1:$port" RUST_LOG=warn
       export INGEST_ALLOWED_SOURCES=127.0.0.2/32,127.0.0.3/32,127.0.0.4/32,127.0.0.5/32
-      if [[ $path == pool ]]; then export DATABASE_URL; else unset DATABASE_URL; fi
-      if [[ $path == spool ]]; then export INGEST_SPOOL_DIR="$work/spool-$name"; else unset INGEST_SPOOL_DIR; fi
+      if [[ $path == pool* ]]; then export DATABASE_URL; else unset DATABASE_URL; fi
+      if [[ $path == *spool ]]; then export INGEST_SPOOL_DIR="$work/spool-$name"; else unset INGEST_SPOOL_DIR; fi
       exec "$bin"
     ) >>"$work/ingest-$name.log" 2>&1 &
     BURST_PID=$!
@@ -86,23 +93,25 @@ SQL
   }
 
   echo "== $traders traders x $alerts alerts at once, $strangers strangers' webhooks mixed in"
-  echo "path                         alerts 2xx<=3s spooled   4xx   5xx  none     p50     p99     max   stored  lost  dup stored-non2xx"
+  echo "path                     alerts 2xx<=3s spooled   4xx   5xx  none     p50     p99     max p99-own s-404 s-429 s-etc  stored  lost  dup stored-non2xx"
   # The floor: the same burst to /health (405, no database), what connections and HTTP alone
   # cost on this machine right now.
   local floor=--floor
   burst_once floor "$CARGO_TARGET/release/ingest" rest
   floor=
-  local path round=0
-  for path in rest spool pool; do
-    if [[ -z "$base" ]]; then
-      burst_once "$path" "$CARGO_TARGET/release/ingest" "$path"
-    elif ((round++ % 2 == 0)); then
-      burst_once "$path-this" "$CARGO_TARGET/release/ingest" "$path"
-      burst_once "$path-base" "$base" "$path"
-    else
-      burst_once "$path-base" "$base" "$path"
-      burst_once "$path-this" "$CARGO_TARGET/release/ingest" "$path"
-    fi
+  local path round=0 rounds=${BURST_ROUNDS:-1} r
+  for r in $(seq 1 "$rounds"); do
+    for path in ${BURST_PATHS:-rest spool pool pool-spool}; do
+      if [[ -z "$base" ]]; then
+        burst_once "$path" "$CARGO_TARGET/release/ingest" "$path"
+      elif ((round++ % 2 == 0)); then
+        burst_once "$path-this" "$CARGO_TARGET/release/ingest" "$path"
+        burst_once "$path-base" "$base" "$path"
+      else
+        burst_once "$path-base" "$base" "$path"
+        burst_once "$path-this" "$CARGO_TARGET/release/ingest" "$path"
+      fi
+    done
   done
   echo "== load average before each burst (1, 5, 15 min)"
   sed 's/^/  /' "$work/loadavg"

@@ -4,6 +4,9 @@
 # Against the local stack (scripts/dev up), at the same concurrency, one after the other:
 #   1. ingest over the direct Postgres pool              (wrk, a release build of ingest)
 #   2. ingest through PostgREST behind the gateway       (wrk)
+#      each of 1 and 2 batched (the defaults: alerts that arrive together go to the database in one
+#      ingest_signals call) beside the same binary making one call per alert
+#      (INGEST_DB_MAX_BATCH=1, 16 calls at once), two rounds alternating the order, and the ratio
 #   3. the same PostgREST RPC called directly by wrk     (what the edge adds on top of 2)
 #   4. the database ceiling: pgbench calling the same public.ingest_signal
 # then p50/p99 latency at a fixed 200 req/s on both ingest paths (oha, with latency correction; after
@@ -57,13 +60,14 @@ select row_number() over (order by u.email), c.webhook_token
   from public.user_config c join auth.users u on u.id = c.user_id where u.email like 'ingestbench%@bench.local';
 SQL
 
-  local pool_port=28390 rest_port=28391
-  start_ingest() { # port, database_url-or-empty
+  local pool_port=28390 rest_port=28391 pool_single_port=28392 rest_single_port=28393
+  start_ingest() { # port, database_url-or-empty, batch (1: one call per alert)
     if curl -s -o /dev/null "http://127.0.0.1:$1/"; then
       echo "bench: port $1 is taken (a leftover ingest?); stop it first" >&2; exit 1
     fi
     (
-      export INGEST_LISTEN="127.0.0.1:$1" RUST_LOG=warn INGEST_DB_POOL_SIZE=16
+      export INGEST_LISTEN="127.0.0.1:$1" RUST_LOG=warn INGEST_DB_POOL_SIZE=24
+      if [[ ${3:-} == 1 ]]; then export INGEST_DB_MAX_BATCH=1 INGEST_DB_CONCURRENCY=16; fi
       if [[ -n "$2" ]]; then export DATABASE_URL="$2"; else unset DATABASE_URL; fi
       exec "$CARGO_TARGET/release/ingest"
     ) >>"$work/ingest-$1.log" 2>&1 &
@@ -79,6 +83,8 @@ SQL
   local pool_pid=${BENCH_PIDS[-1]}
   start_ingest "$rest_port" ""
   local rest_pid=${BENCH_PIDS[-1]}
+  start_ingest "$pool_single_port" "$DATABASE_URL" 1
+  start_ingest "$rest_single_port" "" 1
 
   # wrk: a token from the list per request, a unique body, JSON named arguments for the direct RPC.
   cat >"$work/webhook.lua" <<'LUA'
@@ -111,10 +117,29 @@ LUA
     eval "rps_$4=$rps"
   }
   echo "== throughput, $conns connections, ${seconds}s each, $traders traders"
-  run_wrk "ingest, direct pool" "http://127.0.0.1:$pool_port" 0 pool
+  # Batched and one call per alert, side by side: two rounds, the second in reverse order, so drift
+  # on the machine (or the tables growing) does not always favour the same one; the medians' ratio.
+  local -A rounds=()
+  local run name port var rps_pool= rps_pool_single= rps_rest= rps_rest_single=
+  for run in pool pool_single rest rest_single rest_single rest pool_single pool; do
+    case $run in
+      pool) name="ingest, direct pool, batched"; port=$pool_port ;;
+      pool_single) name="ingest, direct pool, one call per alert"; port=$pool_single_port ;;
+      rest) name="ingest, through PostgREST, batched"; port=$rest_port ;;
+      rest_single) name="ingest, through PostgREST, one call per alert"; port=$rest_single_port ;;
+    esac
+    run_wrk "$name" "http://127.0.0.1:$port" 0 "$run"
+    var=rps_$run
+    rounds[$run]+=" ${!var}"
+  done
   local pool_rss; pool_rss=$(awk '/VmHWM/ {print $2}' "/proc/$pool_pid/status")
-  run_wrk "ingest, through PostgREST" "http://127.0.0.1:$rest_port" 0 rest
   local rest_rss; rest_rss=$(awk '/VmHWM/ {print $2}' "/proc/$rest_pid/status")
+  for run in pool pool_single rest rest_single; do
+    printf -v "rps_$run" '%s' "$(tr ' ' '\n' <<<"${rounds[$run]}" | awk 'NF {s += $1; n++} END {print s / n}')"
+  done
+  awk -v p="$rps_pool" -v ps="$rps_pool_single" -v r="$rps_rest" -v rs="$rps_rest_single" 'BEGIN {
+    printf "  batched / one call per alert (mean of 2 rounds): pool %.2fx (target >= 1.5x), PostgREST %.2fx (target >= 2x)\n",
+      p / ps, r / rs }'
   run_wrk "PostgREST RPC called directly" "$SUPABASE_URL" 1 rpc
   cat >"$work/pgbench.sql" <<SQL
 \\set n random(1, $traders)
@@ -139,7 +164,7 @@ SQL
   # Every trader's token in turn: one trader's alerts are decided one after another under a lock on
   # their config row, so a single token would measure that lock, not the edge.
   local token; token="($(paste -sd '|' "$work/tokens"))"
-  local label port
+  local label
   for label in pool rest pool rest; do
     port=$pool_port; [[ $label == rest ]] && port=$rest_port
     "$oha" --no-tui --output-format json -q 200 -z "${seconds}s" -c 16 --latency-correction -m POST \

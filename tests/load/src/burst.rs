@@ -13,7 +13,7 @@
 //! to put side by side.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,9 @@ struct Answer {
     spooled: bool,
     /// From the burst's start.
     at: Duration,
+    /// From the moment this webhook's connection was opened: what the
+    /// sender's own timeout (TradingView's 3 s) counts.
+    took: Duration,
 }
 
 /// The alert a trader's indicator would send.
@@ -116,12 +119,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if tokens.is_empty() {
         bail!("{} holds no token", args.tokens.display());
     }
-    let clients = clients(&args.sources)?;
+    let target: SocketAddr = args
+        .url
+        .trim_end_matches('/')
+        .strip_prefix("http://")
+        .and_then(|host| host.parse().ok())
+        .with_context(|| format!("--url takes http://<ip>:<port>, not {}", args.url))?;
     let webhooks = webhooks(&args, &tokens);
     let total = webhooks.len();
 
     let started = Instant::now();
-    let answers = send_all(&args, &clients, webhooks, started).await;
+    let answers = send_all(&args, target, webhooks, started).await;
     let summary = Summary::of(&answers);
 
     // Until every alert answered 2xx is stored, or the settle time is over.
@@ -156,9 +164,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         println!("{HEADER}");
     }
     println!(
-        "{:<28} {:>6} {:>8} {:>7} {:>5} {:>5} {:>5} {:>7} {:>7} {:>7} {:>8} {:>5} {:>4} {:>6}",
+        "{:<24} {:>6} {:>7} {:>7} {:>5} {:>5} {:>5} {:>7} {:>7} {:>7} {:>7} {:>5} {:>5} {:>5} {:>7} {:>5} {:>4} {:>6}",
         args.name,
-        total,
+        total - args.strangers,
         summary.within_3s,
         summary.spooled,
         summary.client_errors,
@@ -167,6 +175,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         ms(summary.p50),
         ms(summary.p99),
         ms(summary.max),
+        ms(summary.p99_own),
+        summary.strangers_404,
+        summary.strangers_429,
+        summary.strangers_other,
         stored_at.map_or_else(
             || "never".to_owned(),
             |t| format!("{:.1}s", t.as_secs_f64())
@@ -176,23 +188,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         unanswered_but_stored,
     );
     Ok(())
-}
-
-/// One client per source address, none keeping connections: every webhook opens its own, as
-/// TradingView's do at a bar close.
-fn clients(sources: &[IpAddr]) -> anyhow::Result<Vec<reqwest::Client>> {
-    sources
-        .iter()
-        .map(|ip| {
-            reqwest::Client::builder()
-                .local_address(*ip)
-                .pool_max_idle_per_host(0)
-                .http1_only()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .context("building an HTTP client")
-        })
-        .collect()
 }
 
 /// The traders' alerts in rounds (every trader's first, then every second...), strangers'
@@ -224,7 +219,7 @@ fn webhooks(args: &Args, tokens: &[String]) -> Vec<(String, String, bool)> {
 }
 
 /// Column names for [`run`]'s line.
-const HEADER: &str = "path                         alerts 2xx<=3s spooled   4xx   5xx  none     p50     p99     max   stored  lost  dup stored-non2xx";
+const HEADER: &str = "path                     alerts 2xx<=3s spooled   4xx   5xx  none     p50     p99     max p99-own s-404 s-429 s-etc  stored  lost  dup stored-non2xx";
 
 fn ms(d: Duration) -> String {
     format!("{}ms", d.as_millis())
@@ -232,7 +227,7 @@ fn ms(d: Duration) -> String {
 
 async fn send_all(
     args: &Args,
-    clients: &[reqwest::Client],
+    target: SocketAddr,
     webhooks: Vec<(String, String, bool)>,
     started: Instant,
 ) -> Vec<Answer> {
@@ -249,28 +244,21 @@ async fn send_all(
         {
             answers.push(answer);
         }
-        let client = clients[n % clients.len()].clone();
-        let base = args.url.trim_end_matches('/');
-        let url = if args.floor {
-            format!("{base}/health")
+        let source = args.sources[n % args.sources.len()];
+        let path = if args.floor {
+            "/health".to_owned()
         } else {
-            format!("{base}/webhook/u/{token}")
+            format!("/webhook/u/{token}")
         };
         let body = body(&marker, n);
         sending.spawn(async move {
-            let answered = client
-                .post(url)
-                .header("content-type", "text/plain")
-                .body(body)
-                .send()
-                .await;
-            let (status, spooled) = match answered {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let json: Value = response.json().await.unwrap_or(Value::Null);
-                    (Some(status), json["spooled"] == Value::Bool(true))
+            let opened = Instant::now();
+            let (status, spooled) = match post(source, target, &path, body).await {
+                Ok(answer) => answer,
+                Err(error) => {
+                    eprintln!("burst: no answer: {error:#}");
+                    (None, false)
                 }
-                Err(_) => (None, false),
             };
             Answer {
                 marker,
@@ -278,6 +266,7 @@ async fn send_all(
                 status,
                 spooled,
                 at: started.elapsed(),
+                took: opened.elapsed(),
             }
         });
     }
@@ -289,7 +278,53 @@ async fn send_all(
     answers
 }
 
-/// The answers' counts and latencies.
+/// One webhook on a connection of its own from `source`, as TradingView
+/// sends them: the status, and whether the answer says it was spooled. A
+/// bare HTTP/1.1 connection (hyper's), not a client with a pool: thousands
+/// at once from one process on the same two cores as the server, so the
+/// sender's own cost is kept small.
+async fn post(
+    source: IpAddr,
+    target: SocketAddr,
+    path: &str,
+    body: String,
+) -> anyhow::Result<(Option<u16>, bool)> {
+    let socket = match source {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    let exchange = async {
+        let stream = socket.connect(target).await.context("connecting")?;
+        stream.set_nodelay(true)?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = http::Request::post(path)
+            .header(http::header::HOST, target.to_string())
+            .header(http::header::CONTENT_TYPE, "text/plain")
+            .body(http_body_util::Full::new(bytes_of(body)))?;
+        let response = sender.send_request(request).await.context("sending")?;
+        let status = response.status().as_u16();
+        let answer = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .context("reading the answer")?
+            .to_bytes();
+        let json: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+        anyhow::Ok((Some(status), json["spooled"] == Value::Bool(true)))
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .context("no answer within 30 s")?
+}
+
+fn bytes_of(body: String) -> hyper::body::Bytes {
+    hyper::body::Bytes::from(body)
+}
+
+/// The answers' counts and latencies: the traders' alerts (what must all be 2xx, fast), and
+/// apart from them the strangers' webhooks (404 for a token nobody has, 429 once the unknown
+/// tokens' budget is spent).
 #[derive(Debug, Default)]
 struct Summary {
     within_3s: usize,
@@ -297,30 +332,41 @@ struct Summary {
     client_errors: usize,
     server_errors: usize,
     no_answer: usize,
+    /// From the burst's start.
     p50: Duration,
     p99: Duration,
     max: Duration,
+    /// From each webhook's own connection.
+    p99_own: Duration,
+    strangers_404: usize,
+    strangers_429: usize,
+    strangers_other: usize,
+}
+
+/// The `q` quantile of `times` (sorted in place).
+fn quantile(times: &mut [Duration], q: f64) -> Duration {
+    times.sort_unstable();
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "an index into a list of a few thousand"
+    )]
+    let at = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len().max(1)) - 1;
+    times.get(at).copied().unwrap_or_default()
 }
 
 impl Summary {
     fn of(answers: &[Answer]) -> Self {
         let mut summary = Self::default();
-        let mut times: Vec<Duration> = answers.iter().map(|a| a.at).collect();
-        times.sort_unstable();
-        let pick = |q: f64| {
-            #[expect(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                clippy::cast_precision_loss,
-                reason = "an index into a list of a few thousand"
-            )]
-            let at = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len().max(1)) - 1;
-            times.get(at).copied().unwrap_or_default()
-        };
-        summary.p50 = pick(0.50);
-        summary.p99 = pick(0.99);
-        summary.max = times.last().copied().unwrap_or_default();
-        for a in answers {
+        let traders: Vec<&Answer> = answers.iter().filter(|a| a.trader).collect();
+        let mut times: Vec<Duration> = traders.iter().map(|a| a.at).collect();
+        summary.p50 = quantile(&mut times, 0.50);
+        summary.p99 = quantile(&mut times, 0.99);
+        summary.max = quantile(&mut times, 1.0);
+        let mut own: Vec<Duration> = traders.iter().map(|a| a.took).collect();
+        summary.p99_own = quantile(&mut own, 0.99);
+        for a in traders {
             match a.status {
                 Some(s) if (200..300).contains(&s) => {
                     summary.within_3s += usize::from(a.at <= Duration::from_secs(3));
@@ -329,6 +375,13 @@ impl Summary {
                 Some(s) if (400..500).contains(&s) => summary.client_errors += 1,
                 Some(_) => summary.server_errors += 1,
                 None => summary.no_answer += 1,
+            }
+        }
+        for a in answers.iter().filter(|a| !a.trader) {
+            match a.status {
+                Some(404) => summary.strangers_404 += 1,
+                Some(429) => summary.strangers_429 += 1,
+                _ => summary.strangers_other += 1,
             }
         }
         summary
@@ -367,6 +420,7 @@ mod tests {
             status,
             spooled,
             at: Duration::from_millis(ms),
+            took: Duration::from_millis(ms / 2),
         }
     }
 
@@ -384,6 +438,28 @@ mod tests {
         assert_eq!(s.max, Duration::from_secs(30));
         assert_eq!(s.p50, Duration::from_millis(500));
         assert_eq!(s.p99, Duration::from_millis(3_500));
+        assert_eq!(s.p99_own, Duration::from_millis(1_750));
+    }
+
+    #[test]
+    fn strangers_are_counted_apart_from_the_traders() {
+        let mut answers = vec![answer(Some(200), 10, false)];
+        for (status, ms) in [(Some(404), 9_000), (Some(429), 9_000), (None, 9_000)] {
+            let mut stranger = answer(status, ms, false);
+            stranger.trader = false;
+            answers.push(stranger);
+        }
+        let s = Summary::of(&answers);
+        assert_eq!((s.within_3s, s.client_errors, s.no_answer), (1, 0, 0));
+        assert_eq!(
+            (s.strangers_404, s.strangers_429, s.strangers_other),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            s.max,
+            Duration::from_millis(10),
+            "strangers' answers are not the traders' latency"
+        );
     }
 
     #[test]
