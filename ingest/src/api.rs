@@ -22,6 +22,13 @@
 //!   is logged once, where the database error is mapped (in the route's
 //!   module under `server/`), never sent. TradingView retries a 503, and the
 //!   database's retry dedup makes that safe.
+//! - An alert the database raised on by itself, while the rest of its batch
+//!   was decided ([`ApiError::AlertFailed`]), is 500 `internal_error`, not
+//!   503: the database is up, the failure is this alert's and a retry meets
+//!   it again, so it is neither reported as accepted nor sent to the spool
+//!   (whose replay would meet it forever). TradingView's three retries of a
+//!   5xx are harmless (nothing was stored) and would succeed if the cause
+//!   is fixed meanwhile. Opaque like every 5xx; the SQLSTATE is logged.
 //! - 429s carry `Retry-After` in seconds; so does the webhook's 503.
 
 use bytes::Bytes;
@@ -78,6 +85,10 @@ pub enum ApiError {
     /// The database path failed; details are logged, never sent.
     #[error("the signal store is unavailable; the alert was not recorded, retry shortly")]
     Unavailable,
+    /// This alert raised inside the database while the others of its batch
+    /// were decided; details are logged, never sent.
+    #[error("the signal store could not record this alert; it was not stored")]
+    AlertFailed,
     /// No `Authorization: Bearer` access token.
     #[error("missing bearer token")]
     MissingToken,
@@ -112,6 +123,7 @@ impl ApiError {
             Self::NoTicker(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::QuotaExceeded { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::AlertFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable | Self::SessionNotStored => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -131,6 +143,7 @@ impl ApiError {
             Self::SourceNotAllowed => "source_not_allowed",
             Self::RequestTimeout => "request_timeout",
             Self::Unavailable | Self::SessionNotStored => "unavailable",
+            Self::AlertFailed => "internal_error",
             Self::MissingToken => "missing_token",
             Self::InvalidToken => "invalid_token",
         }

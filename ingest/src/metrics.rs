@@ -40,6 +40,9 @@ pub struct Metrics {
     /// Alerts that found the database path saturated (waited past their
     /// budget for a call, or found the queue too long) and went to the spool.
     pub db_saturated: IntCounter,
+    /// Alerts waiting for a database call slot right now (set at each
+    /// scrape): how far behind the database the batcher is.
+    pub db_queued: IntGauge,
     /// Webhooks the spool refused (answered 503), by reason (`spool_full`,
     /// `spool_limited`, `spool_failed`).
     pub spool_refusals: IntCounterVec,
@@ -157,6 +160,11 @@ impl Metrics {
             "Webhooks that found the database path saturated and were spooled instead.",
         )
         .expect("valid metric");
+        let db_queued = IntGauge::new(
+            "db_queued_alerts",
+            "Webhooks waiting for a database call slot now.",
+        )
+        .expect("valid metric");
         let spool_refusals = IntCounterVec::new(
             Opts::new(
                 "spool_refusals_total",
@@ -174,6 +182,7 @@ impl Metrics {
             Box::new(db_calls.clone()),
             Box::new(db_batch_size.clone()),
             Box::new(db_saturated.clone()),
+            Box::new(db_queued.clone()),
             Box::new(spool_refusals.clone()),
             Box::new(spool.entries.clone()),
             Box::new(spool.bytes.clone()),
@@ -196,6 +205,7 @@ impl Metrics {
             db_calls,
             db_batch_size,
             db_saturated,
+            db_queued,
             spool_refusals,
             spool,
         }

@@ -104,6 +104,9 @@ impl App {
     }
 
     pub(super) fn render_metrics(&self) -> Answered {
+        self.metrics
+            .db_queued
+            .set(i64::try_from(self.batcher.queued()).unwrap_or(i64::MAX));
         if let Some(fallback) = &self.fallback {
             self.metrics.observe_spool(
                 &fallback.stats(),

@@ -32,7 +32,7 @@ use tracing::Instrument as _;
 use super::{Answered, App};
 use crate::api::{Accepted, ApiError, Spooled};
 use crate::batcher::BatchError;
-use crate::db::IngestOutcome;
+use crate::db::{DbError, IngestOutcome};
 use crate::delivery::{self, Delivery};
 use crate::guard::Probe;
 use crate::signal::WebhookToken;
@@ -75,7 +75,7 @@ impl App {
                     ("spooled", respond(StatusCode::ACCEPTED, &spooled))
                 }
                 Err(error) => {
-                    if !matches!(error, ApiError::Unavailable) {
+                    if !matches!(error, ApiError::Unavailable | ApiError::AlertFailed) {
                         tracing::info!(
                             outcome = error.code(),
                             status = error.status().as_u16(),
@@ -229,6 +229,12 @@ impl App {
             Ok(outcome) => {
                 self.tokens.learn(key, &outcome.outcome);
                 self.answer(outcome, probe).map(Answer::Stored)
+            }
+            // This alert raised by itself; the rest of its batch stands and
+            // a retry meets the same error (`ApiError::AlertFailed`).
+            Err(error) if matches!(*error, DbError::Alert { .. }) && !error.is_transient() => {
+                tracing::error!(path = self.db.kind(), error = %error, "The database raised on this alert; answered 500");
+                Err(ApiError::AlertFailed)
             }
             Err(error) => match spool {
                 Some((fallback, body)) if error.is_transient() => {

@@ -10,6 +10,8 @@
 //! - [`connections`]: silent, idle and flooding connections.
 //! - [`webhook`]: every answer of the webhook contract, on both database
 //!   paths where the path matters.
+//! - [`batch`]: one alert that raises inside the database, in a batch with
+//!   others, on both paths and in the spool's replay.
 //! - [`session`]: the TradingView session endpoint, on both paths.
 //! - [`outage`]: the database path down: the spool, its replay, `kill -9`.
 //! - [`traffic`]: TradingView's shared addresses, strangers' bad tokens,
@@ -22,6 +24,7 @@
 //! The stack's settings come from the environment (`scripts/test` exports
 //! them; by hand, `set -a; . .dev/stack.env` after `scripts/dev up`).
 
+mod batch;
 mod connections;
 mod database_tls;
 mod helpers;

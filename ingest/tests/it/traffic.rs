@@ -5,8 +5,9 @@
 //!   addresses, then 100 traders' alerts from the same addresses, all 200;
 //!   and after a restart of ingest during a database outage (the known
 //!   tokens were saved and loaded) all 202 and stored once it is back.
-//! - A burst for one free-plan trader: exactly the remaining quota is
-//!   accepted, in batches, the rest 429 with `Retry-After`.
+//! - A burst for one free-plan trader, on both database paths: exactly the
+//!   remaining quota is accepted, in batches, and it is the first alerts to
+//!   arrive; the rest 429 with `Retry-After`.
 
 use std::sync::Arc;
 
@@ -194,8 +195,22 @@ async fn known_tokens_survive_a_restart_during_an_outage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_for_a_free_trader_gets_exactly_the_remaining_quota() {
-    let app = Arc::new(spawn_app(options(Upstream::Rest)).await);
+async fn a_burst_for_a_free_trader_gets_exactly_the_remaining_quota_through_postgrest() {
+    a_burst_for_a_free_trader_gets_exactly_the_remaining_quota(Upstream::Rest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_for_a_free_trader_gets_exactly_the_remaining_quota_through_the_pool() {
+    a_burst_for_a_free_trader_gets_exactly_the_remaining_quota(Upstream::Pool).await;
+}
+
+/// 500 alerts at once for a free trader with 4 signals left: exactly 4
+/// accepted, and they are the first 4 to arrive (by the receive time and
+/// the time-ordered delivery id the edge gave each); the other 496 are 429
+/// `quota_exceeded` with `Retry-After`, and all 500 are in the log.
+async fn a_burst_for_a_free_trader_gets_exactly_the_remaining_quota(upstream: Upstream) {
+    const ALERTS: usize = 500;
+    let app = Arc::new(spawn_app(options(upstream)).await);
     let trader = app.trader("free").await;
     app.stack()
         .db()
@@ -207,7 +222,7 @@ async fn a_burst_for_a_free_trader_gets_exactly_the_remaining_quota() {
         )
         .await
         .expect("four signals left");
-    let answers = join_all((0..500).map(|n| {
+    let answers = join_all((0..ALERTS).map(|n| {
         let app = Arc::clone(&app);
         let url = format!("/webhook/u/{}", trader.webhook_token);
         async move {
@@ -220,22 +235,58 @@ async fn a_burst_for_a_free_trader_gets_exactly_the_remaining_quota() {
         }
     }))
     .await;
-    let ok = answers
-        .iter()
-        .filter(|(s, _, _)| *s == StatusCode::OK)
-        .count();
-    assert_eq!(ok, 4, "exactly the remaining quota");
-    for (status, headers, body) in answers.iter().filter(|(s, _, _)| *s != StatusCode::OK) {
+    let mut answered_ids = Vec::new();
+    for (status, headers, body) in &answers {
+        if *status == StatusCode::OK {
+            answered_ids.push(body["signal_id"].as_str().expect("an id").to_owned());
+            continue;
+        }
         assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{body}");
         assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
-        assert!(headers.contains_key("retry-after"), "{body}");
+        let retry: u64 = headers["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((1..=31 * 24 * 3600).contains(&retry), "{retry}");
     }
+    assert_eq!(answered_ids.len(), 4, "exactly the remaining quota");
     assert_eq!(app.signals_of(&trader).await, 4);
-    assert_eq!(
-        app.deliveries(&trader).await.len(),
-        500,
-        "every alert logged"
+
+    // Arrival order: the log sorted by receive time (then by delivery id,
+    // made from the clock too) starts with the 4 accepted alerts, which are
+    // the 4 answered 200.
+    let log = app
+        .stack()
+        .db()
+        .await
+        .query(
+            "select outcome, reason, signal_id::text from public.webhook_deliveries \
+              where user_id = $1 order by received_at, delivery_id",
+            &[&trader.id],
+        )
+        .await
+        .expect("the delivery log");
+    assert_eq!(log.len(), ALERTS, "every alert logged");
+    let outcomes: Vec<(String, Option<String>)> =
+        log.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let first: Vec<_> = outcomes.iter().take(4).collect();
+    assert!(
+        first.iter().all(|(o, _)| o == "accepted"),
+        "the first four to arrive were accepted: {:?}",
+        &outcomes[..8]
     );
+    assert!(
+        outcomes[4..]
+            .iter()
+            .all(|(o, r)| o == "rejected" && r.as_deref() == Some("quota_exceeded")),
+        "the rest were refused: {outcomes:?}"
+    );
+    let mut logged_ids: Vec<String> = log.iter().take(4).map(|r| r.get(2)).collect();
+    logged_ids.sort();
+    answered_ids.sort();
+    assert_eq!(logged_ids, answered_ids);
+
     let metrics = app.metrics().await;
     let calls: u64 = metrics
         .lines()
