@@ -66,9 +66,7 @@ chaos_config() {
       die "CHAOS_TRADERS ($CHAOS_TRADERS) must be a number of traders, at least LOAD_TRADERS ($LOAD_TRADERS)"
     [[ "$CHAOS_BARS" =~ ^[0-9]+$ && "$CHAOS_BARS" -ge 2 ]] ||
       die "CHAOS_BARS ($CHAOS_BARS) must be at least 2: the fault follows the second bar"
-    # ingest must see the burst's sources as TradingView's (no per-address budget for them).
-    INGEST_ALLOWED_SOURCES="$(printf '%s' "$CHAOS_SOURCES" | sed 's#\([^,]*\)#\1/32#g')"
-    export INGEST_ALLOWED_SOURCES
+    CHAOS_ALLOWED_SOURCES="$(printf '%s' "$CHAOS_SOURCES" | sed 's#\([^,]*\)#\1/32#g')"
   fi
   load_config
   # A capture is given up as stuck once nothing moved for a whole lease plus the retry schedule
@@ -80,6 +78,17 @@ chaos_config() {
   CHAOS_FAILURES=0
   CHAOS_ROWS=()
   CHAOS_NOTES=()
+}
+
+# Runs "$@" (what starts ingest) with INGEST_ALLOWED_SOURCES naming the burst's sources as
+# TradingView's, at burst load. Only for that call: ingest then accepts webhooks from those
+# addresses alone, and a later step's ingest (scripts/test's) must not inherit that.
+chaos_ingest_env() {
+  if [[ "$CHAOS_LOAD" == burst ]]; then
+    INGEST_ALLOWED_SOURCES="$CHAOS_ALLOWED_SOURCES" "$@"
+  else
+    "$@"
+  fi
 }
 
 # --- faults ------------------------------------------------------------------------------------
@@ -107,7 +116,7 @@ fault_ingest_kill() {
   pid_alive "$INGEST_PID" || die "ingest is not running"
   kill -KILL "$(cat "$INGEST_PID")"
   sleep "$CHAOS_OUTAGE"
-  ingest_start >/dev/null
+  chaos_ingest_env ingest_start >/dev/null
 }
 
 # The daemon's Chromium processes (all descendants of the daemon).
@@ -296,7 +305,7 @@ chaos_run() {
   [[ "$backlog" == 0 ]] || info "took $backlog open captures left by earlier steps off the queue (marked skipped)"
   # Started afresh, so that they run with this run's settings (INGEST_ALLOWED_SOURCES).
   load_stop_services
-  load_start_services
+  chaos_ingest_env load_start_services
   if [[ "$CHAOS_LOAD" == burst ]]; then
     chaos_warm_up
     info "$CHAOS_BARS bar closes $CHAOS_BAR_EVERY apart per scenario: $CHAOS_TRADERS traders x $CHAOS_ALERTS alerts at once"

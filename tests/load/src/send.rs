@@ -141,7 +141,10 @@ impl Schedule {
                 bars,
                 every,
                 per_bar,
-            } => Box::new((0..bars).map(move |b| (every * b, u64::from(b) * per_bar, per_bar))),
+            } => Box::new((0..bars).map(move |b| {
+                let first = u64::from(b).saturating_mul(per_bar);
+                (every.saturating_mul(b), first, per_bar)
+            })),
         }
     }
 
