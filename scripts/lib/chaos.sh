@@ -4,9 +4,30 @@
 # end. Needs scripts/lib/common.sh, stack.sh, ingest.sh, capture.sh and load.sh, and a configured
 # stack that is up (stack_up).
 #
-# Each scenario sends a bounded load (CHAOS_RATE webhooks/s for CHAOS_SECONDS s, spread over
-# LOAD_TRADERS traders, retried like TradingView: up to 3 times, CHAOS_RETRY_DELAY apart) and, a
-# third of the way in, breaks one thing for CHAOS_OUTAGE seconds:
+# Each scenario sends a bounded load, retried like TradingView (up to 3 times, CHAOS_RETRY_DELAY
+# apart, after a 5xx other than 504 or no answer within 3 s), and breaks one thing while it runs
+# for CHAOS_OUTAGE seconds. The load is one of two (CHAOS_LOAD):
+#
+#   burst   (the default) bar closes, as TradingView sends: CHAOS_BARS times, CHAOS_BAR_EVERY apart,
+#           every one of CHAOS_TRADERS traders sends CHAOS_ALERTS alerts at the same moment, each
+#           on a new connection, from the loopback addresses CHAOS_SOURCES (TradingView's four
+#           shared addresses; ingest's INGEST_ALLOWED_SOURCES names them). Hundreds at once
+#           saturate the database path, so ingest spools the excess. The fault comes
+#           CHAOS_FAULT_DELAY s after the second bar left, while that burst is in flight; for the
+#           faults of the webhook path (Postgres, PostgREST, ingest) a fault that hit no webhook
+#           in flight fails the scenario, and the third bar arrives during or just after the
+#           outage. Before the first scenario every trader sends one alert, so their tokens are
+#           known to ingest, as after any earlier alert.
+#           Captures: LOAD_TRADERS of the traders are captured first (capture priority 2); the
+#           rest are on a plan captured last (priority 4). Once the load is over and the spool
+#           is empty, the jobs of those bulk traders that no daemon has touched yet are taken off
+#           the queue and their signals marked skipped with a reason; every job a daemon claimed
+#           must end, as must every captured trader's. So the capture checks see every crash
+#           path while the step does not wait for a thousand renders.
+#   steady  CHAOS_RATE webhooks/s for CHAOS_SECONDS s over LOAD_TRADERS traders, kept
+#           connections, the fault a third of the way in; every signal is captured.
+#
+# The faults:
 #
 #   baseline          nothing (the control: proves the reconciliation itself)
 #   postgres-restart  pg_ctl stop -m fast, then start again
@@ -25,19 +46,49 @@
 CHAOS_SCENARIOS=(baseline postgres-restart postgrest-kill ingest-kill capture-kill chromium-kill)
 
 chaos_config() {
+  CHAOS_LOAD="${CHAOS_LOAD:-burst}"
   CHAOS_RATE="${CHAOS_RATE:-4}"
   CHAOS_SECONDS="${CHAOS_SECONDS:-12}"
+  CHAOS_TRADERS="${CHAOS_TRADERS:-100}"
+  CHAOS_ALERTS="${CHAOS_ALERTS:-3}"
+  CHAOS_BARS="${CHAOS_BARS:-3}"
+  CHAOS_BAR_EVERY="${CHAOS_BAR_EVERY:-4s}"
+  CHAOS_FAULT_DELAY="${CHAOS_FAULT_DELAY:-0.2}"
+  CHAOS_SOURCES="${CHAOS_SOURCES:-127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5}"
   CHAOS_OUTAGE="${CHAOS_OUTAGE:-3}"
   CHAOS_RETRY_DELAY="${CHAOS_RETRY_DELAY:-5s}"
+  case "$CHAOS_LOAD" in
+    burst | steady) ;;
+    *) die "CHAOS_LOAD is burst or steady, not '$CHAOS_LOAD'" ;;
+  esac
+  if [[ "$CHAOS_LOAD" == burst ]]; then
+    [[ "$CHAOS_TRADERS" =~ ^[0-9]+$ && "$CHAOS_TRADERS" -ge "$LOAD_TRADERS" ]] ||
+      die "CHAOS_TRADERS ($CHAOS_TRADERS) must be a number of traders, at least LOAD_TRADERS ($LOAD_TRADERS)"
+    [[ "$CHAOS_BARS" =~ ^[0-9]+$ && "$CHAOS_BARS" -ge 2 ]] ||
+      die "CHAOS_BARS ($CHAOS_BARS) must be at least 2: the fault follows the second bar"
+    CHAOS_ALLOWED_SOURCES="$(printf '%s' "$CHAOS_SOURCES" | sed 's#\([^,]*\)#\1/32#g')"
+  fi
   load_config
   # A capture is given up as stuck once nothing moved for a whole lease plus the retry schedule
   # (2 + 4 + 8 s) plus two poll intervals and some slack; never more than 5 minutes in all.
   local lease="${CAPTURE_LEASE%s}" poll="${CAPTURE_POLL_INTERVAL%s}"
   CHAOS_STUCK_AFTER=$((lease + 14 + 2 * poll + 10))
   CHAOS_CAPTURE_LIMIT=300
+  CHAOS_TOKENS="$LOAD_WORK/chaos-tokens"
   CHAOS_FAILURES=0
   CHAOS_ROWS=()
   CHAOS_NOTES=()
+}
+
+# Runs "$@" (what starts ingest) with INGEST_ALLOWED_SOURCES naming the burst's sources as
+# TradingView's, at burst load. Only for that call: ingest then accepts webhooks from those
+# addresses alone, and a later step's ingest (scripts/test's) must not inherit that.
+chaos_ingest_env() {
+  if [[ "$CHAOS_LOAD" == burst ]]; then
+    INGEST_ALLOWED_SOURCES="$CHAOS_ALLOWED_SOURCES" "$@"
+  else
+    "$@"
+  fi
 }
 
 # --- faults ------------------------------------------------------------------------------------
@@ -65,7 +116,7 @@ fault_ingest_kill() {
   pid_alive "$INGEST_PID" || die "ingest is not running"
   kill -KILL "$(cat "$INGEST_PID")"
   sleep "$CHAOS_OUTAGE"
-  ingest_start >/dev/null
+  chaos_ingest_env ingest_start >/dev/null
 }
 
 # The daemon's Chromium processes (all descendants of the daemon).
@@ -121,31 +172,93 @@ select count(*) from skipped
 SQL
 }
 
+# The bulk traders' captures no daemon has touched yet (never claimed: attempts 0, queued) come
+# off the queue, their signals marked skipped with a reason; a job that was claimed, even once and
+# by a daemon that died, stays and must end. Prints how many. Row locks are taken with SKIP LOCKED,
+# so a claim under way wins and that job is worked.
+chaos_skip_untouched() {
+  psql_as "$(database_url)" -At -v plan="$LOAD_BULK_PLAN" <<'SQL'
+with untouched as materialized (
+       select j.signal_id
+         from private.capture_jobs j
+         join public.signals s on s.id = j.signal_id
+         join public.user_config c on c.user_id = s.user_id
+        where c.plan = :'plan' and j.state = 'queued' and j.attempts = 0
+          for update of j skip locked),
+     dropped as (delete from private.capture_jobs j using untouched u
+                  where j.signal_id = u.signal_id returning j.signal_id),
+     skipped as (
+       update public.signals s
+          set screenshot_status = 'skipped',
+              screenshot_error = 'not captured: a chaos run captures only its first traders and what the daemon reached',
+              updated_at = now()
+         from dropped
+        where s.id = dropped.signal_id and s.screenshot_status = 'pending'
+       returning 1)
+select count(*) from skipped
+SQL
+}
+
+# Every trader's first alert (steady, from the burst's sources), so ingest knows their tokens
+# before the first bar, as it does after any earlier alert of theirs.
+chaos_warm_up() {
+  local count
+  count="$(wc -l <"$CHAOS_TOKENS")"
+  load_send "warmup.$(date +%s)" --tokens "$CHAOS_TOKENS" --rate "$count" --duration 1s \
+    --source-addrs "$CHAOS_SOURCES" --retry-delay 1s
+  load_wait
+  # What it spooled is replayed before the first bar, so that its answers teach ingest the tokens.
+  load_wait_spool_empty 60
+  info "warm-up: $(sed 's/^webhook-load [^:]*: //' "$LOAD_SUMMARY")"
+}
+
 # --- one scenario ------------------------------------------------------------------------------
+
+# Whether a fault must hit webhooks in flight to mean anything (those of the webhook path).
+chaos_fault_on_path() {
+  case "$1" in
+    postgres-restart | postgrest-kill | ingest-kill) return 0 ;;
+    *) return 1 ;;
+  esac
+}
 
 # Runs scenario $1: load, fault, drain, reconcile; appends its row and counts its failures.
 chaos_scenario() {
-  local name="$1" label fault_at started violations=()
+  local name="$1" label started fault_ms reconcile_flags=() violations=()
   label="$name.$(date +%s)"
   started="$(date +%s)"
-  fault_at=$((CHAOS_SECONDS / 3))
-  load_start "$label" "$CHAOS_RATE" "$CHAOS_SECONDS" --retry-delay "$CHAOS_RETRY_DELAY"
-  sleep "$fault_at"
+  if [[ "$CHAOS_LOAD" == burst ]]; then
+    load_start_bars "$label" "$CHAOS_BARS" "$CHAOS_BAR_EVERY" "$CHAOS_ALERTS" --tokens "$CHAOS_TOKENS" \
+      --source-addrs "$CHAOS_SOURCES" --retry-delay "$CHAOS_RETRY_DELAY"
+    load_wait_bar 2 60
+    sleep "$CHAOS_FAULT_DELAY"
+  else
+    load_start "$label" "$CHAOS_RATE" "$CHAOS_SECONDS" --retry-delay "$CHAOS_RETRY_DELAY"
+    sleep $((CHAOS_SECONDS / 3))
+  fi
+  fault_ms="$(date +%s%3N)"
   "fault_${name//-/_}"
   load_wait
   load_wait_spool_empty 60
+  if [[ "$CHAOS_LOAD" == burst ]]; then
+    chaos_skip_untouched >/dev/null || die "could not take the untouched bulk captures off the queue"
+  fi
   load_wait_captures "$label" "$CHAOS_STUCK_AFTER" "$CHAOS_CAPTURE_LIMIT"
 
   # The figures, violations and notes come from webhook-load reconcile (see load_reconcile).
-  local report figures line sent a2 a5 none spooled stored dups lost completed failed stuck unanswered
-  report="$(load_reconcile "$label" "$LOAD_OUT")" || die "reconciling $name failed (above)"
+  reconcile_flags=(--fault-at "$fault_ms")
+  [[ "$CHAOS_LOAD" == burst ]] && chaos_fault_on_path "$name" && reconcile_flags+=(--fault-in-flight)
+  local report figures line sent a2 a5 none spooled stored dups lost completed failed skipped stuck unanswered
+  local in_flight=-
+  report="$(load_reconcile "$label" "$LOAD_OUT" "${reconcile_flags[@]}")" || die "reconciling $name failed (above)"
   figures="${report%%$'\n'*}"
-  IFS='|' read -r sent a2 a5 none _ spooled stored dups lost completed failed _ _ stuck unanswered <<<"$figures"
+  IFS='|' read -r sent a2 a5 none _ spooled stored dups lost completed failed _ skipped stuck unanswered <<<"$figures"
   [[ -n "$unanswered" ]] || die "reconciling $name failed: '$figures'"
   while IFS= read -r line; do
     case "$line" in
       "violation "*) violations+=("${line#violation }") ;;
       "note "*) CHAOS_NOTES+=("$name: ${line#note }") ;;
+      "fault-in-flight "*) in_flight="${line#fault-in-flight }" ;;
     esac
   done <<<"$report"
   curl -sf --max-time 2 -o /dev/null "$INGEST_URL/health/ready" || violations+=("ingest is not ready")
@@ -156,16 +269,20 @@ chaos_scenario() {
     verdict="FAIL: $(IFS=';'; printf '%s' "${violations[*]}")"
     CHAOS_FAILURES=$((CHAOS_FAILURES + 1))
   fi
-  CHAOS_ROWS+=("$(printf '| %-16s | %4s | %4s | %4s | %4s | %4s | %6s | %4s | %4s | %5s | %6s | %5s | %4s | %4s |' \
-    "$name" "$sent" "$a2" "$a5" "$none" "$spooled" "$stored" "$dups" "$lost" "$completed" "$failed" "$stuck" \
-    "$(($(date +%s) - started))" "$verdict")")
+  # shellcheck disable=SC2059 # the format is this file's own constant
+  CHAOS_ROWS+=("$(printf "$CHAOS_ROW_FORMAT" \
+    "$name" "$sent" "$in_flight" "$a2" "$a5" "$none" "$spooled" "$stored" "$dups" "$lost" "$completed" \
+    "$failed" "$skipped" "$stuck" "$(($(date +%s) - started))" "$verdict")")
   printf '%s\n' "${CHAOS_ROWS[-1]}"
 }
 
+CHAOS_ROW_FORMAT='| %-16s | %4s | %4s | %4s | %4s | %4s | %4s | %6s | %4s | %4s | %5s | %6s | %5s | %5s | %4s | %4s |'
+
 chaos_table_header() {
-  printf '| %-16s | %4s | %4s | %4s | %4s | %4s | %6s | %4s | %4s | %5s | %6s | %5s | %4s | %4s |\n' \
-    scenario sent 2xx 5xx none 202s stored dup lost shots failed stuck secs ok
-  printf '|%s|\n' "------------------|------|------|------|------|------|--------|------|------|-------|--------|-------|------|------"
+  # shellcheck disable=SC2059 # the format is this file's own constant
+  printf "$CHAOS_ROW_FORMAT\n" \
+    scenario sent infl 2xx 5xx none 202s stored dup lost shots failed skip stuck secs ok
+  printf '|%s|\n' "------------------|------|------|------|------|------|------|--------|------|------|-------|--------|-------|-------|------|------"
 }
 
 # Runs the scenarios named in the arguments (default: all) on the configured stack, which must be
@@ -179,14 +296,28 @@ chaos_run() {
   chaos_config
   load_build
   load_traders
+  if [[ "$CHAOS_LOAD" == burst ]]; then
+    load_traders $((CHAOS_TRADERS - LOAD_TRADERS)) "bulk.$LOAD_EMAIL_DOMAIN" "$LOAD_WORK/bulk-tokens" "$LOAD_BULK_PLAN"
+    cat "$LOAD_TOKENS" "$LOAD_WORK/bulk-tokens" >"$CHAOS_TOKENS"
+  fi
   local backlog
   backlog="$(chaos_clear_backlog)" || die "could not clear the capture queue before the scenarios"
   [[ "$backlog" == 0 ]] || info "took $backlog open captures left by earlier steps off the queue (marked skipped)"
-  load_start_services
-  info "$CHAOS_RATE webhooks/s for $CHAOS_SECONDS s per scenario from $LOAD_TRADERS traders; faults last $CHAOS_OUTAGE s;"
+  # Started afresh, so that they run with this run's settings (INGEST_ALLOWED_SOURCES).
+  load_stop_services
+  chaos_ingest_env load_start_services
+  if [[ "$CHAOS_LOAD" == burst ]]; then
+    chaos_warm_up
+    info "$CHAOS_BARS bar closes $CHAOS_BAR_EVERY apart per scenario: $CHAOS_TRADERS traders x $CHAOS_ALERTS alerts at once"
+    info "($((CHAOS_TRADERS * CHAOS_ALERTS)) webhooks, each on a new connection from $CHAOS_SOURCES); captured first: $LOAD_TRADERS traders;"
+    info "the fault $CHAOS_FAULT_DELAY s after the second bar left, for $CHAOS_OUTAGE s"
+  else
+    info "$CHAOS_RATE webhooks/s for $CHAOS_SECONDS s per scenario from $LOAD_TRADERS traders; faults last $CHAOS_OUTAGE s;"
+  fi
   info "capture lease $CAPTURE_LEASE, job timeout $CAPTURE_JOB_TIMEOUT; a capture still open after $CHAOS_STUCK_AFTER s without progress is stuck"
-  info "columns: answers by attempt (2xx, 5xx, none = no answer), 202s = spooled, stored signals, duplicates,"
-  info "2xx without a stored signal (lost), captures completed / failed / stuck, wall time"
+  info "columns: infl = webhooks in flight when the fault hit, answers by attempt (2xx, 5xx, none = no answer),"
+  info "202s = spooled, stored signals, duplicates, 2xx without a stored signal (lost), captures completed / failed /"
+  info "skip (bulk traders' captures no daemon reached, taken off the queue) / stuck, wall time"
   printf '\n'
   chaos_table_header
   for name in "${scenarios[@]}"; do

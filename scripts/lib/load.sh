@@ -15,6 +15,9 @@
 
 LOAD_TRADERS="${LOAD_TRADERS:-6}"
 LOAD_PLAN=loadtest
+# The same without limits, but captured last (capture priority 4 against LOAD_PLAN's 2): the bulk
+# of scripts/chaos's bar-close bursts, whose captures a run does not wait for (chaos.sh).
+LOAD_BULK_PLAN=loadbulk
 LOAD_EMAIL_DOMAIN=load.local
 
 load_config() {
@@ -44,13 +47,16 @@ load_build() {
 }
 
 # A plan without limits and traders on it; their tokens, one per line, in a file:
-# load_traders [count (LOAD_TRADERS)] [e-mail domain (LOAD_EMAIL_DOMAIN)] [file (LOAD_TOKENS)].
+# load_traders [count (LOAD_TRADERS)] [e-mail domain (LOAD_EMAIL_DOMAIN)] [file (LOAD_TOKENS)]
+# [plan (LOAD_PLAN, or LOAD_BULK_PLAN)].
 load_traders() {
   local count="${1:-$LOAD_TRADERS}" domain="${2:-$LOAD_EMAIL_DOMAIN}" file="${3:-$LOAD_TOKENS}"
+  local plan="${4:-$LOAD_PLAN}" priority=2
+  [[ "$plan" == "$LOAD_BULK_PLAN" ]] && priority=4
   mkdir -p "$LOAD_WORK"
-  psql_as "$(database_url)" -v traders="$count" -v plan="$LOAD_PLAN" -v domain="$domain" <<'SQL' >/dev/null
+  psql_as "$(database_url)" -v traders="$count" -v plan="$plan" -v priority="$priority" -v domain="$domain" <<'SQL' >/dev/null
 insert into public.plans (id, name, monthly_signal_quota, capture_priority, rate_limit_per_minute, screenshot_retention_days)
-values (:'plan', 'Load test', 2000000000, 2, 2000000000, 1) on conflict (id) do nothing;
+values (:'plan', 'Load test', 2000000000, :priority, 2000000000, 1) on conflict (id) do nothing;
 insert into auth.users (id, aud, role, email, raw_app_meta_data, raw_user_meta_data)
 select gen_random_uuid(), 'authenticated', 'authenticated', 'trader' || n || '@' || :'domain', '{}', '{}'
   from generate_series(1, :traders) n
@@ -84,18 +90,44 @@ load_clean() {
 }
 
 # Starts the load in the background: load_start LABEL RATE SECONDS [extra webhook-load flags]
-# (a later --tokens wins over LOAD_TOKENS). Sets LOAD_PID and LOAD_OUT.
+# (a later --tokens wins over LOAD_TOKENS). Sets LOAD_PID, LOAD_OUT and LOAD_SUMMARY (send's
+# standard error: its `bar N of M left` lines, then its totals).
 load_start() {
   local label="$1" rate="$2" seconds="$3"
   shift 3
+  load_send "$label" --rate "$rate" --duration "${seconds}s" "$@"
+}
+
+# The same in bar closes: load_start_bars LABEL BARS EVERY ALERTS [extra webhook-load flags]
+# sends BARS bursts EVERY apart (e.g. 4s), each of every trader's ALERTS alerts at once.
+load_start_bars() {
+  local label="$1" bars="$2" every="$3" alerts="$4"
+  shift 4
+  load_send "$label" --bars "$bars" --bar-every "$every" --alerts "$alerts" "$@"
+}
+
+load_send() {
+  local label="$1"
+  shift
   LOAD_OUT="$LOAD_WORK/$label.tsv"
-  "$LOAD_BIN" send --url "$INGEST_URL" --tokens "$LOAD_TOKENS" --rate "$rate" --duration "${seconds}s" \
-    --label "$label" --out "$LOAD_OUT" "$@" 2>"$LOAD_WORK/$label.summary" &
+  LOAD_SUMMARY="$LOAD_WORK/$label.summary"
+  "$LOAD_BIN" send --url "$INGEST_URL" --tokens "$LOAD_TOKENS" --label "$label" --out "$LOAD_OUT" \
+    "$@" 2>"$LOAD_SUMMARY" &
   LOAD_PID=$!
 }
 
+# Waits (at most $2 s) until the running load's bar $1 has left.
+load_wait_bar() {
+  local bar="$1" deadline=$((SECONDS + $2))
+  until grep -q ": bar $bar of " "$LOAD_SUMMARY" 2>/dev/null; do
+    ((SECONDS < deadline)) || die "bar $bar of the load did not leave within $2 s: $(cat "$LOAD_SUMMARY")"
+    kill -0 "$LOAD_PID" 2>/dev/null || die "webhook-load ended before bar $bar: $(cat "$LOAD_SUMMARY")"
+    sleep 0.02
+  done
+}
+
 load_wait() {
-  wait "$LOAD_PID" || die "webhook-load failed: $(cat "$LOAD_WORK/$(basename "$LOAD_OUT" .tsv).summary")"
+  wait "$LOAD_PID" || die "webhook-load failed: $(cat "$LOAD_SUMMARY")"
 }
 
 # Waits (at most $1 s) until ingest reports an empty spool, if it reports a spool at all.
@@ -117,8 +149,12 @@ load_wait_captures() {
 # then a `violation <text>` line for each promise the run broke (lost, stored twice, stuck, failed
 # without a reason, captures that do not add up) and a `note <text>` line for each thing worth
 # knowing (tests/load/src/reconcile.rs).
+# Further flags go to reconcile (e.g. --fault-at MS --fault-in-flight: a `fault-in-flight <n>`
+# line follows the figures).
 load_reconcile() {
-  DATABASE_URL="$(database_url)" "$LOAD_BIN" reconcile --label "$1" --sent "$2"
+  local label="$1" sent="$2"
+  shift 2
+  DATABASE_URL="$(database_url)" "$LOAD_BIN" reconcile --label "$label" --sent "$sent" "$@"
 }
 
 # --- process memory ----------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 //! with strangers' webhooks carrying tokens nobody has mixed in; then the database is watched until
 //! every alert that was answered 2xx is stored.
 //!
-//! Why a tool of its own and not `send`: `send` is open-loop at a steady rate and retries like
-//! TradingView, to find losses during faults; a burst asks how long the last of a few thousand
-//! simultaneous alerts waits for its answer, and how long until the last one is stored (a spooled
-//! alert is answered first and stored later). Latencies are counted from the burst's start, so a
+//! Why a tool of its own and not `send --bars`: `send` retries like TradingView and writes every
+//! webhook's fate, to find losses during faults (`scripts/chaos`); a burst here asks how long the
+//! last of a few thousand simultaneous alerts waits for its first answer, and how long until the
+//! last one is stored (a spooled alert is answered first and stored later), without retries that
+//! would blur those figures. Latencies are counted from the burst's start, so a
 //! request that waited for a connection slot pays for it.
 //!
 //! One line of figures goes to standard output (labelled with `--name`), for `scripts/bench burst`

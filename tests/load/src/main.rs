@@ -4,15 +4,15 @@
 //! here, where it can be tested.
 //!
 //! Layout, in the order a run uses it:
-//! - [`send`]: a bounded, open-loop load of webhooks from several traders, retried like
-//!   TradingView, one line per webhook in a file.
+//! - [`send`]: a bounded, open-loop load of webhooks from several traders, at a steady rate or
+//!   in bar-close bursts, retried like TradingView, one line per webhook in a file.
 //! - [`outcome`]: that line (one webhook's answers), and the marker that finds the webhook again
 //!   in `public.signals`.
 //! - [`burst`]: a bar close instead: every trader's alerts at once, each on a new connection, and
 //!   the time until the last one is answered and stored.
 //! - [`settle`]: waits for ingest's spool to drain and for the run's captures to end.
 //! - [`reconcile`]: the file against the database: figures, violations (lost, stored twice, stuck,
-//!   failed without a reason) and notes.
+//!   failed without a reason, a fault that hit nothing in flight) and notes.
 //! - [`workers`]: with several capture daemons on the queue (`scripts/chaos scale-out`), which
 //!   daemon captured what, and whether each capture was done and stored exactly once.
 //!

@@ -15,6 +15,12 @@
 //! each thing worth knowing that breaks none (webhooks TradingView would have dropped after its
 //! retries, signals stored although no attempt got a 2xx). The exit status says only whether the
 //! reconciliation itself worked; the caller decides what a violation costs.
+//!
+//! With `--fault-at <unix ms>` (when the script broke something) a line `fault-in-flight <n>`
+//! follows the figures: how many webhooks' first attempts had left and were not answered yet at
+//! that moment. A crash or an outage is only a test of the edge if it hits requests in flight (an
+//! ingest killed between bursts loses nothing whatever its code does), so with `--fault-in-flight`
+//! a fault that hit none is a violation too.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -36,6 +42,22 @@ pub(crate) struct Args {
     /// superuser URL); from the environment only, so the password stays out of process lists.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
+    /// When the fault was injected (Unix ms): count the webhooks in flight then.
+    #[arg(long)]
+    fault_at: Option<u128>,
+    /// The fault must have hit webhooks in flight; a fault that hit none is a violation.
+    #[arg(long, requires = "fault_at")]
+    fault_in_flight: bool,
+}
+
+/// How many webhooks' first attempts had left and were not answered yet at `at_ms` (Unix ms).
+pub(crate) fn in_flight_at(sent: &[Outcome], at_ms: u128) -> usize {
+    sent.iter()
+        .filter(|o| {
+            let answered_at = o.sent_at_ms + o.first_latency.as_millis();
+            o.sent_at_ms <= at_ms && at_ms < answered_at
+        })
+        .count()
 }
 
 /// One stored signal of the run, with its capture job if one is left.
@@ -240,7 +262,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let stored = read_stored(&args).await?;
     let figures = Figures::of(&sent, &stored);
     println!("{}", figures.line());
-    for violation in figures.violations() {
+    let mut violations = figures.violations();
+    if let Some(at) = args.fault_at {
+        let in_flight = in_flight_at(&sent, at);
+        println!("fault-in-flight {in_flight}");
+        if args.fault_in_flight && in_flight == 0 {
+            violations.push("the fault hit no webhook in flight".to_owned());
+        }
+    }
+    for violation in violations {
         println!("violation {violation}");
     }
     for note in figures.notes() {
@@ -355,6 +385,34 @@ mod tests {
             figures.violations(),
             vec!["1 captures stuck", "captures do not add up"]
         );
+    }
+
+    #[test]
+    fn in_flight_means_sent_and_not_answered_yet() {
+        let at = |sent_at_ms, latency_ms| Outcome {
+            sent_at_ms,
+            first_latency: Duration::from_millis(latency_ms),
+            ..sent("r-0", &[OK], None)
+        };
+        let sent = [
+            at(1_000, 500),
+            at(1_200, 100),
+            at(1_400, 2_000),
+            at(1_600, 10),
+        ];
+        assert_eq!(in_flight_at(&sent, 999), 0, "before anything left");
+        assert_eq!(in_flight_at(&sent, 1_250), 2, "the first two");
+        assert_eq!(
+            in_flight_at(&sent, 1_300),
+            1,
+            "the second was answered at 1300"
+        );
+        assert_eq!(
+            in_flight_at(&sent, 1_605),
+            2,
+            "the fourth is in flight, the first is not"
+        );
+        assert_eq!(in_flight_at(&sent, 3_400), 0, "all answered");
     }
 
     #[test]

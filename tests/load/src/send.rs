@@ -1,9 +1,14 @@
 //! `webhook-load send`: a bounded, open-loop load of webhooks from several simulated traders,
-//! retried the way TradingView retries.
+//! retried the way TradingView retries, either at a steady rate or in bar-close bursts.
 //!
-//! Webhook `n` (0-based) leaves at `n / rate` seconds after the start, whatever happened to the
-//! earlier ones (open loop: an outage does not slow the schedule down, as it does not slow
-//! TradingView down). It goes to trader `n mod T` of the tokens file and carries a unique marker,
+//! Steady (`--rate`, `--duration`): webhook `n` (0-based) leaves at `n / rate` seconds after the
+//! start. Bars (`--bars`, `--bar-every`, `--alerts`): at each bar close every trader's alerts leave
+//! at the same moment, each on a new connection, as TradingView sends them when one indicator's
+//! buyers all get their alert on the same candle; bar `b` leaves at `b * bar-every` and a line
+//! `bar <b> of <bars> left` goes to standard error, so a script can break something while that
+//! burst is in flight. Either way the schedule is open loop: an outage does not slow it down, as
+//! it does not slow TradingView down. Webhook `n` goes to trader `n mod T` of the tokens file (in
+//! a bar, each trader gets `--alerts` of them) and carries a unique marker,
 //! `"chaos_id":"<label>-<n>"`, in a JSON alert, so `reconcile` can find it again in
 //! `public.signals.raw_message`.
 //!
@@ -35,12 +40,23 @@ pub(crate) struct Args {
     /// A file with one webhook token per line: one simulated trader each.
     #[arg(long)]
     tokens: PathBuf,
-    /// Webhooks per second, spread over the traders.
+    /// Webhooks per second, spread over the traders (steady load).
     #[arg(long, default_value_t = 5.0)]
     rate: f64,
-    /// How long to send for (e.g. `12s`, `10m`).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    duration: Duration,
+    /// How long to send for at `--rate` (e.g. `12s`, `10m`).
+    #[arg(long, value_parser = humantime::parse_duration, required_unless_present = "bars",
+          conflicts_with = "bars")]
+    duration: Option<Duration>,
+    /// Bar closes instead of a steady rate: this many bursts, `--bar-every` apart, each of every
+    /// trader's `--alerts` alerts at once, each on a new connection.
+    #[arg(long, requires = "bar_every", conflicts_with = "rate")]
+    bars: Option<u32>,
+    /// Time between two bar closes (e.g. `4s`).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "bars")]
+    bar_every: Option<Duration>,
+    /// Alerts per trader in each bar.
+    #[arg(long, default_value_t = 1, requires = "bars")]
+    alerts: u32,
     /// Marker prefix: webhook n carries `"chaos_id":"<label>-<n>"`.
     #[arg(long)]
     label: String,
@@ -62,9 +78,79 @@ pub(crate) struct Args {
     #[arg(long = "source-addrs", value_delimiter = ',')]
     source_addrs: Vec<IpAddr>,
     /// A new TCP connection for every attempt, as TradingView opens one per alert (default: keep
-    /// connections alive between webhooks).
+    /// connections alive between webhooks; always on with `--bars`).
     #[arg(long)]
     new_connections: bool,
+}
+
+/// When the webhooks leave: waves of consecutive webhook numbers, each leaving at once at its
+/// offset from the start.
+#[derive(Debug, Clone, PartialEq)]
+enum Schedule {
+    /// One webhook every `period`, `count` in all.
+    Steady { period: Duration, count: u64 },
+    /// `bars` waves of `per_bar` webhooks, `every` apart.
+    Bars {
+        bars: u32,
+        every: Duration,
+        per_bar: u64,
+    },
+}
+
+impl Schedule {
+    fn of(args: &Args, traders: usize) -> anyhow::Result<Self> {
+        match (args.bars, args.bar_every, args.duration) {
+            (Some(bars), Some(every), _) => {
+                if bars == 0 || args.alerts == 0 {
+                    bail!("--bars and --alerts must be at least 1");
+                }
+                let per_bar = u64::try_from(traders)?.saturating_mul(u64::from(args.alerts));
+                Ok(Self::Bars {
+                    bars,
+                    every,
+                    per_bar,
+                })
+            }
+            (None, _, Some(duration)) => {
+                if !(args.rate > 0.0 && args.rate <= 10_000.0) {
+                    bail!("--rate must be above 0 and at most 10000");
+                }
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "rate and duration are bounded and positive"
+                )]
+                let count = (args.rate * duration.as_secs_f64()).round() as u64;
+                Ok(Self::Steady {
+                    period: Duration::from_secs_f64(1.0 / args.rate),
+                    count,
+                })
+            }
+            _ => bail!("give either --rate and --duration, or --bars and --bar-every"),
+        }
+    }
+
+    /// The waves, in order: (offset from the start, first webhook, webhooks in the wave).
+    fn waves(&self) -> Box<dyn Iterator<Item = (Duration, u64, u64)> + Send> {
+        match *self {
+            Self::Steady { period, count } => Box::new((0..count).map(move |n| {
+                let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+                (period.saturating_mul(n32), n, 1)
+            })),
+            Self::Bars {
+                bars,
+                every,
+                per_bar,
+            } => Box::new((0..bars).map(move |b| {
+                let first = u64::from(b).saturating_mul(per_bar);
+                (every.saturating_mul(b), first, per_bar)
+            })),
+        }
+    }
+
+    fn is_bars(&self) -> bool {
+        matches!(self, Self::Bars { .. })
+    }
 }
 
 /// Totals for the summary line.
@@ -191,7 +277,7 @@ fn read_tokens(args: &Args) -> anyhow::Result<Vec<String>> {
 
 /// One HTTP client per source address (or one for the system's choice), each with TradingView's
 /// deadline and, with `--new-connections`, no idle connections kept.
-fn clients(args: &Args) -> anyhow::Result<Vec<reqwest::Client>> {
+fn clients(args: &Args, new_connections: bool) -> anyhow::Result<Vec<reqwest::Client>> {
     let sources: Vec<Option<IpAddr>> = if args.source_addrs.is_empty() {
         vec![None]
     } else {
@@ -204,7 +290,7 @@ fn clients(args: &Args) -> anyhow::Result<Vec<reqwest::Client>> {
                 .timeout(args.timeout)
                 .connect_timeout(args.timeout)
                 .local_address(source);
-            if args.new_connections {
+            if new_connections {
                 builder = builder.pool_max_idle_per_host(0);
             }
             builder
@@ -217,46 +303,46 @@ fn clients(args: &Args) -> anyhow::Result<Vec<reqwest::Client>> {
 /// Sends the whole load, writing each webhook's line as it finishes; then prints the totals.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let args = Arc::new(args);
-    if !(args.rate > 0.0 && args.rate <= 10_000.0) {
-        bail!("--rate must be above 0 and at most 10000");
-    }
     let tokens = read_tokens(&args)?;
+    let schedule = Schedule::of(&args, tokens.len())?;
     let out = File::create(&args.out)
         .with_context(|| format!("Failed to create {}", args.out.display()))?;
     let out = Arc::new(Mutex::new(BufWriter::new(out)));
-    let clients = clients(&args)?;
+    let clients = clients(&args, args.new_connections || schedule.is_bars())?;
 
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "rate and duration are bounded and positive"
-    )]
-    let count = (args.rate * args.duration.as_secs_f64()).round() as u64;
-    let period = Duration::from_secs_f64(1.0 / args.rate);
     let base = args.url.trim_end_matches('/').to_owned();
     let totals = Arc::new(Mutex::new(Totals::default()));
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = tokio::time::Instant::now();
     let mut tasks = JoinSet::new();
-    for n in 0..count {
-        ticks.tick().await;
-        let token = &tokens[usize::try_from(n).unwrap_or(0) % tokens.len()];
-        let url = format!("{base}/webhook/u/{token}");
-        let (marker, body) = (marker(&args.label, n), body(&args.label, n));
-        let (client, args, out, totals) = (
-            clients[usize::try_from(n).unwrap_or(0) % clients.len()].clone(),
-            Arc::clone(&args),
-            Arc::clone(&out),
-            Arc::clone(&totals),
-        );
-        tasks.spawn(async move {
-            let outcome = deliver(client, args, url, marker, body).await;
-            totals.lock().expect("not poisoned").add(&outcome);
-            let mut out = out.lock().expect("not poisoned");
-            // Flushed per line, so a soak run can read the file while it grows.
-            out.write_all(outcome.line().as_bytes())
-                .and_then(|()| out.flush())
-        });
+    for (bar, (offset, first, count)) in schedule.waves().enumerate() {
+        // Late waves leave at once (open loop): the schedule does not wait for the system.
+        tokio::time::sleep_until(started + offset).await;
+        for n in first..first + count {
+            let token = &tokens[usize::try_from(n).unwrap_or(0) % tokens.len()];
+            let url = format!("{base}/webhook/u/{token}");
+            let (marker, body) = (marker(&args.label, n), body(&args.label, n));
+            let (client, args, out, totals) = (
+                clients[usize::try_from(n).unwrap_or(0) % clients.len()].clone(),
+                Arc::clone(&args),
+                Arc::clone(&out),
+                Arc::clone(&totals),
+            );
+            tasks.spawn(async move {
+                let outcome = deliver(client, args, url, marker, body).await;
+                totals.lock().expect("not poisoned").add(&outcome);
+                let mut out = out.lock().expect("not poisoned");
+                // Flushed per line, so a soak run can read the file while it grows.
+                out.write_all(outcome.line().as_bytes())
+                    .and_then(|()| out.flush())
+            });
+        }
+        if let Schedule::Bars { bars, .. } = schedule {
+            eprintln!(
+                "webhook-load {}: bar {} of {bars} left ({count} webhooks)",
+                args.label,
+                bar + 1
+            );
+        }
         // Reap finished tasks as we go, so a 10-minute run does not keep them all.
         while let Some(done) = tasks.try_join_next() {
             done.context("a webhook task panicked")?
@@ -286,6 +372,58 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(flags: &[&str]) -> Result<Args, clap::Error> {
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let base = [
+            "send", "--url", "http://x", "--tokens", "t", "--label", "l", "--out", "o",
+        ];
+        <Cli as clap::Parser>::try_parse_from(base.iter().chain(flags)).map(|cli| cli.args)
+    }
+
+    #[test]
+    fn bars_send_every_traders_alerts_at_once_each_bar() {
+        let args = parse(&["--bars", "3", "--bar-every", "4s", "--alerts", "2"]).expect("parses");
+        let schedule = Schedule::of(&args, 5).expect("a schedule");
+        assert!(schedule.is_bars());
+        let waves: Vec<_> = schedule.waves().collect();
+        assert_eq!(
+            waves,
+            vec![
+                (Duration::ZERO, 0, 10),
+                (Duration::from_secs(4), 10, 10),
+                (Duration::from_secs(8), 20, 10),
+            ]
+        );
+        // Webhook n goes to trader n mod 5: each trader gets two alerts in every bar.
+        let per_trader = (10..20).filter(|n| n % 5 == 3).count();
+        assert_eq!(per_trader, 2);
+    }
+
+    #[test]
+    fn steady_keeps_its_rate_and_the_two_modes_do_not_mix() {
+        let args = parse(&["--rate", "4", "--duration", "1s"]).expect("parses");
+        let schedule = Schedule::of(&args, 6).expect("a schedule");
+        assert!(!schedule.is_bars());
+        let waves: Vec<_> = schedule.waves().collect();
+        assert_eq!(waves.len(), 4);
+        assert_eq!(waves[3], (Duration::from_millis(750), 3, 1));
+
+        assert!(parse(&["--bars", "3"]).is_err(), "bars without --bar-every");
+        assert!(parse(&["--rate", "4", "--bars", "3", "--bar-every", "4s"]).is_err());
+        assert!(parse(&["--duration", "2s", "--bars", "3", "--bar-every", "4s"]).is_err());
+        assert!(
+            parse(&["--alerts", "3", "--duration", "2s"]).is_err(),
+            "alerts need bars"
+        );
+        assert!(parse(&[]).is_err(), "neither mode");
+        let zero = parse(&["--bars", "0", "--bar-every", "4s"]).expect("parses");
+        assert!(Schedule::of(&zero, 5).is_err());
+    }
 
     #[test]
     fn the_body_is_json_with_its_marker() {
