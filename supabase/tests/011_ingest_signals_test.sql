@@ -2,7 +2,7 @@
 -- each; an alert that raises fails no other; the quota stays exact; at most one wake-up per batch.
 begin;
 set local search_path = extensions, public;
-select plan(34);
+select plan(35);
 
 insert into auth.users (id, aud, role, email)
 values ('aaaaaaaa-0000-0000-0000-000000000011', 'authenticated', 'authenticated', 'a11@example.test'),
@@ -140,6 +140,23 @@ select is((select public.ingest_signal((select token from tok where user_id = 'b
                                        '2026-03-10 12:05:00+00', 'B four', null, 'BINANCE:BTCUSDT', 'BINANCE', 'BTCUSDT')
            ->> 'outcome'), 'accepted', 'ingest_signal keeps working');
 select is((select n from wakeups), 4, 'and wakes a daemon');
+
+-- The batch's traders are found through the token's index, not by reading every trader's row: with
+-- 3,000 traders a batch scans user_config sequentially not once.
+insert into auth.users (id, aud, role, email)
+select ('dddddddd-0000-4000-8000-' || lpad(to_hex(n), 12, '0'))::uuid, 'authenticated', 'authenticated',
+       'scan' || n || '@example.test'
+  from generate_series(1, 3000) n;
+analyze public.user_config;
+create temp table scans_before on commit drop as
+  select seq_scan from pg_stat_xact_user_tables where relid = 'public.user_config'::regclass;
+select public.ingest_signals(jsonb_build_array(
+  pg_temp.alert('aaaaaaaa-0000-0000-0000-000000000011', 'A scan 1', '2026-03-10 12:06:00+00'),
+  pg_temp.alert('bbbbbbbb-0000-0000-0000-000000000011', 'B scan 1', '2026-03-10 12:06:00+00'),
+  pg_temp.alert('aaaaaaaa-0000-0000-0000-000000000011', 'A scan 2', '2026-03-10 12:06:01+00')));
+select is((select seq_scan from pg_stat_xact_user_tables where relid = 'public.user_config'::regclass),
+          (select seq_scan from scans_before),
+  'a batch finds its traders through the token index, not by reading all 3,000');
 
 select * from finish();
 rollback;
