@@ -114,8 +114,12 @@ pub struct Config {
     pub db_pool_size: u32,
 
     /// Database calls for webhooks in flight at once. Alerts that arrive
-    /// while all of them are busy are gathered into the next call.
-    #[arg(long, env = "INGEST_DB_CONCURRENCY", default_value_t = 8,
+    /// while all of them are busy are gathered into the next call. Few
+    /// calls make large batches, which cost the database far less per
+    /// alert; raise it when the database is far away (each call then holds
+    /// a slot for a whole round trip). BENCHMARKS.md, "batched against one
+    /// call per alert".
+    #[arg(long, env = "INGEST_DB_CONCURRENCY", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=256))]
     pub db_concurrency: u32,
 
