@@ -28,7 +28,7 @@
 //! order they arrived here (the quota admits the first ones), while other
 //! traders' alerts go ahead.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -75,7 +75,11 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Waiting>,
+    /// Waiting alerts by id, which is arrival order. A map, not a list: at
+    /// a bar close without a spool thousands wait at once and time out
+    /// together, and each must be withdrawn without scanning the others
+    /// (under this lock, on the runtime's threads).
+    queue: BTreeMap<u64, Waiting>,
     /// Tokens (by key) with an alert in a call in flight.
     busy: HashSet<u64>,
     in_flight: usize,
@@ -136,12 +140,15 @@ impl Batcher {
             }
             let id = state.next_id;
             state.next_id += 1;
-            state.queue.push_back(Waiting {
+            state.queue.insert(
                 id,
-                key,
-                args,
-                reply,
-            });
+                Waiting {
+                    id,
+                    key,
+                    args,
+                    reply,
+                },
+            );
             self.inner.dispatch(&mut state);
             id
         };
@@ -196,28 +203,23 @@ impl Inner {
 
     /// Takes alert `id` out of the queue if no call has taken it yet.
     fn withdraw(&self, id: u64) -> bool {
-        let mut state = self.lock();
-        match state.queue.iter().position(|w| w.id == id) {
-            Some(at) => {
-                state.queue.remove(at);
-                true
-            }
-            None => false,
-        }
+        self.lock().queue.remove(&id).is_some()
     }
 
     /// Starts calls while slots are free and alerts wait.
     fn dispatch(self: &Arc<Self>, state: &mut State) {
         while state.in_flight < self.settings.concurrency && !state.queue.is_empty() {
-            let mut batch = Vec::new();
-            let mut at = 0;
-            while at < state.queue.len() && batch.len() < self.settings.max_batch {
-                if state.busy.contains(&state.queue[at].key) {
-                    at += 1;
-                } else if let Some(waiting) = state.queue.remove(at) {
-                    batch.push(waiting);
-                }
-            }
+            let taken: Vec<u64> = state
+                .queue
+                .values()
+                .filter(|w| !state.busy.contains(&w.key))
+                .take(self.settings.max_batch)
+                .map(|w| w.id)
+                .collect();
+            let batch: Vec<Waiting> = taken
+                .iter()
+                .filter_map(|id| state.queue.remove(id))
+                .collect();
             if batch.is_empty() {
                 // Everything waiting belongs to tokens in flight.
                 return;
