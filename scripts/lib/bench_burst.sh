@@ -24,7 +24,8 @@
 #   scripts/bench burst [traders=1000] [alerts-per-trader=3] [strangers=0]
 #
 # BURST_PATHS picks paths (default "rest spool pool pool-spool"); BURST_ROUNDS repeats them
-# (default 1), alternating the order of this build and the base's.
+# (default 1), alternating the order of this build and the base's; BURST_KEEP=1 keeps each ingest's
+# log (the directory is printed at the end).
 
 bench_burst() {
   local traders=${1:-1000} alerts=${2:-3} strangers=${3:-0}
@@ -44,7 +45,7 @@ bench_burst() {
     bench_stack_capture stop >/dev/null
     BENCH_CAPTURE_STOPPED=1
   fi
-  trap 'if [[ -n $BURST_PID ]]; then kill "$BURST_PID" 2>/dev/null; fi; cleanup_burst_bench; rm -rf "$work"
+  trap 'if [[ -n $BURST_PID ]]; then kill "$BURST_PID" 2>/dev/null; fi; cleanup_burst_bench; if [[ ${BURST_KEEP:-0} == 1 ]]; then echo "bench: logs kept in $work" >&2; else rm -rf "$work"; fi
         if [[ $BENCH_CAPTURE_STOPPED == 1 ]]; then bench_stack_capture start >/dev/null || echo "bench: could not start the capture daemon again: scripts/dev up" >&2; fi' EXIT
 
   echo "== $traders traders on a plan without limits"
