@@ -547,35 +547,33 @@ mod tests {
             .and_then(Result::ok)
     }
 
+    /// `count` connections to `addr`, each of which must connect within
+    /// 500 ms (`what` says why it should).
+    async fn connect_all(addr: SocketAddr, count: usize, what: &str) -> Vec<tokio::net::TcpStream> {
+        let mut held = Vec::with_capacity(count);
+        for n in 0..count {
+            let stream = connects(addr, Duration::from_millis(500)).await;
+            held.push(
+                stream.unwrap_or_else(|| panic!("connection {n} did not connect, but {what}")),
+            );
+        }
+        held
+    }
+
     #[tokio::test]
     async fn the_backlog_asked_for_is_the_backlog_the_kernel_keeps() {
         // Nothing accepts: connections the backlog has no room for have
         // their SYN dropped and do not connect within the window.
         let small = listen("127.0.0.1:0".parse().unwrap(), 2).unwrap();
         let addr = small.local_addr().unwrap();
-        let mut held = Vec::new();
-        for n in 0..3 {
-            held.push(
-                connects(addr, Duration::from_millis(500))
-                    .await
-                    .unwrap_or_else(|| panic!("connection {n} fits a backlog of 2 (+1)")),
-            );
-        }
+        let _held = connect_all(addr, 3, "fits a backlog of 2 (+1)").await;
         assert!(
             connects(addr, Duration::from_millis(300)).await.is_none(),
             "a fourth connection found room in a backlog of 2"
         );
 
         let large = listen("127.0.0.1:0".parse().unwrap(), 512).unwrap();
-        let addr = large.local_addr().unwrap();
-        let mut held = Vec::new();
-        for n in 0..300 {
-            held.push(
-                connects(addr, Duration::from_millis(500))
-                    .await
-                    .unwrap_or_else(|| panic!("connection {n} did not fit a backlog of 512")),
-            );
-        }
+        let _held = connect_all(large.local_addr().unwrap(), 300, "fits a backlog of 512").await;
     }
 
     #[tokio::test]

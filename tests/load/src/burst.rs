@@ -304,7 +304,7 @@ async fn post(
         let request = http::Request::post(path)
             .header(http::header::HOST, target.to_string())
             .header(http::header::CONTENT_TYPE, "text/plain")
-            .body(http_body_util::Full::new(bytes_of(body)))?;
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))?;
         let response = sender.send_request(request).await.context("sending")?;
         let status = response.status().as_u16();
         let answer = http_body_util::BodyExt::collect(response.into_body())
@@ -317,10 +317,6 @@ async fn post(
     tokio::time::timeout(Duration::from_secs(30), exchange)
         .await
         .context("no answer within 30 s")?
-}
-
-fn bytes_of(body: String) -> hyper::body::Bytes {
-    hyper::body::Bytes::from(body)
 }
 
 /// The answers' counts and latencies: the traders' alerts (what must all be 2xx, fast), and
