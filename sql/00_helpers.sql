@@ -20,18 +20,24 @@ revoke all on function private.capture_wakeup_lock_key() from public, anon, auth
 
 create or replace function private.estimated_capture_wait(p_priority smallint)
 returns integer
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
+begin
+  -- plpgsql, not sql: ingest_signals decides each alert in a subtransaction of its own, and a SQL
+  -- function's cached plan does not outlive the subtransaction it was made in, so as a SQL function
+  -- this query was parsed and planned again for every alert (a fifth of the database's time per
+  -- alert). plpgsql keeps its plan for the session.
   -- About 2 s per capture, spread over the capture slots of live daemons. Every accepted alert asks,
   -- so the count of jobs ahead is capped at 30: past that the answer is "a minute or more" anyway.
-  select ceil(
+  return ceil(
            (1 + (select count(*) from (select 1 from private.capture_jobs j
                                         where j.state = 'queued' and j.priority <= p_priority
                                         limit 30) ahead)) * 2.0
            / greatest(1, coalesce((select sum(w.concurrency) from private.capture_workers w
                                     where w.heartbeat_at > now() - interval '30 seconds'), 1))
          )::integer;
+end;
 $$;
 revoke all on function private.estimated_capture_wait(smallint) from public, anon, authenticated, service_role;
