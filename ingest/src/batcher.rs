@@ -22,6 +22,11 @@
 //! has a deadline of its own: the queue never eats into the time the
 //! database is given.
 //!
+//! On the PostgREST path a batch also stops where its body would pass
+//! [`Database::max_batch_bytes`] (a gateway in front of PostgREST holds
+//! bodies up to its buffer in memory; a larger one costs the call tens of
+//! milliseconds: `db/rest.rs`).
+//!
 //! One trader's alerts are never in two calls at once: an alert whose
 //! token has an alert in a call in flight waits for that call, and a batch
 //! takes alerts in arrival order, so each trader's alerts are decided in the
@@ -35,7 +40,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::db::{Database, DbError, IngestOutcome};
+use crate::db::{BatchBody, Database, DbError, IngestOutcome, alert_bytes};
 use crate::metrics::Metrics;
 
 /// How calls are made.
@@ -94,6 +99,8 @@ struct Waiting {
     id: u64,
     key: u64,
     args: Value,
+    /// `args`' bytes in a call's body (0 when calls have no byte limit).
+    bytes: usize,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -131,6 +138,11 @@ impl Batcher {
         budget: Option<Duration>,
     ) -> Result<IngestOutcome, BatchError> {
         let deadline = self.inner.db.deadline();
+        let bytes = if self.inner.db.max_batch_bytes().is_some() {
+            alert_bytes(&args)
+        } else {
+            0
+        };
         let (reply, mut answer) = oneshot::channel();
         let id = {
             let mut state = self.inner.lock();
@@ -146,6 +158,7 @@ impl Batcher {
                     id,
                     key,
                     args,
+                    bytes,
                     reply,
                 },
             );
@@ -188,6 +201,27 @@ fn flatten(
     }
 }
 
+/// The ids of the next call's alerts: waiting ones in arrival order,
+/// passing over those whose token has an alert in a call in flight, up to
+/// `max_batch` of them and as many as fit a body of `max_bytes`. At the
+/// first alert that does not fit the batch ends, rather than passing over
+/// it: a later alert of the same trader would be decided before it.
+fn next_batch(
+    queue: &BTreeMap<u64, Waiting>,
+    busy: &HashSet<u64>,
+    max_batch: usize,
+    max_bytes: Option<usize>,
+) -> Vec<u64> {
+    let mut body = BatchBody::new(max_bytes);
+    queue
+        .values()
+        .filter(|w| !busy.contains(&w.key))
+        .take(max_batch)
+        .take_while(|w| body.add(w.bytes))
+        .map(|w| w.id)
+        .collect()
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every change to the state is a few plain assignments; a panic
@@ -209,13 +243,12 @@ impl Inner {
     /// Starts calls while slots are free and alerts wait.
     fn dispatch(self: &Arc<Self>, state: &mut State) {
         while state.in_flight < self.settings.concurrency && !state.queue.is_empty() {
-            let taken: Vec<u64> = state
-                .queue
-                .values()
-                .filter(|w| !state.busy.contains(&w.key))
-                .take(self.settings.max_batch)
-                .map(|w| w.id)
-                .collect();
+            let taken = next_batch(
+                &state.queue,
+                &state.busy,
+                self.settings.max_batch,
+                self.db.max_batch_bytes(),
+            );
             let batch: Vec<Waiting> = taken
                 .iter()
                 .filter_map(|id| state.queue.remove(id))
@@ -262,5 +295,80 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue of alerts by (token key, bytes), in arrival order.
+    fn queue(alerts: &[(u64, usize)]) -> BTreeMap<u64, Waiting> {
+        alerts
+            .iter()
+            .zip(0..)
+            .map(|(&(key, bytes), id)| {
+                let waiting = Waiting {
+                    id,
+                    key,
+                    args: Value::Null,
+                    bytes,
+                    reply: oneshot::channel().0,
+                };
+                (id, waiting)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_takes_alerts_in_arrival_order_up_to_its_size() {
+        let waiting = queue(&[(1, 10), (2, 10), (1, 10), (3, 10)]);
+        let busy = HashSet::new();
+        assert_eq!(next_batch(&waiting, &busy, 3, None), [0, 1, 2]);
+        assert_eq!(next_batch(&waiting, &busy, 64, None), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_token_with_an_alert_in_flight_waits_and_the_others_go_ahead() {
+        let waiting = queue(&[(1, 10), (2, 10), (1, 10), (3, 10)]);
+        let busy = HashSet::from([1]);
+        assert_eq!(next_batch(&waiting, &busy, 64, None), [1, 3]);
+    }
+
+    #[test]
+    fn a_batch_ends_where_its_body_would_pass_the_limit() {
+        // The envelope (15 bytes), two alerts of 100 and the comma: 216.
+        let waiting = queue(&[(1, 100), (2, 100), (3, 100)]);
+        let busy = HashSet::new();
+        assert_eq!(next_batch(&waiting, &busy, 64, Some(216)), [0, 1]);
+        assert_eq!(next_batch(&waiting, &busy, 64, Some(215)), [0]);
+        assert_eq!(next_batch(&waiting, &busy, 64, Some(317)), [0, 1, 2]);
+    }
+
+    #[test]
+    fn an_alert_larger_than_the_limit_goes_alone() {
+        let waiting = queue(&[(1, 5000), (2, 10)]);
+        assert_eq!(next_batch(&waiting, &HashSet::new(), 64, Some(1000)), [0]);
+    }
+
+    #[test]
+    fn an_alert_that_does_not_fit_is_never_passed_over() {
+        // Trader 1's second alert must not go before its first.
+        let waiting = queue(&[(2, 100), (1, 900), (1, 10)]);
+        assert_eq!(next_batch(&waiting, &HashSet::new(), 64, Some(500)), [0]);
+    }
+
+    #[test]
+    fn the_body_budget_counts_what_the_call_sends() {
+        let alerts: Vec<Value> = (0..5)
+            .map(|n| serde_json::json!({ "p_token": "t", "p_raw_message": "x".repeat(n * 7) }))
+            .collect();
+        let sent = serde_json::to_vec(&serde_json::json!({ "p_alerts": alerts }))
+            .expect("json")
+            .len();
+        let mut exact = BatchBody::new(Some(sent));
+        assert!(alerts.iter().all(|a| exact.add(alert_bytes(a))));
+        let mut short = BatchBody::new(Some(sent - 1));
+        assert!(!alerts.iter().all(|a| short.add(alert_bytes(a))));
     }
 }

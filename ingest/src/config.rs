@@ -14,6 +14,8 @@ use service_runtime::supabase::SERVICE_KEY;
 use service_runtime::{Logging, SecretString, SupabaseSettings};
 use url::Url;
 
+use crate::db::DEFAULT_MAX_BATCH_BYTES;
+
 /// The `ingest` binary's settings.
 ///
 /// Database path: when `DATABASE_URL` is set, `public.ingest_signal` is
@@ -129,6 +131,16 @@ pub struct Config {
     #[arg(long, env = "INGEST_DB_MAX_BATCH", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub db_max_batch: u32,
+
+    /// On the PostgREST path, the most bytes of one call's body: a batch
+    /// ends before it would pass this (an alert larger than it goes alone).
+    /// Keep it within the request-body buffer of the gateway in front of
+    /// PostgREST (8 KiB in nginx and Kong by default): a larger body is
+    /// written to disk and forwarded in two parts, and the call waits tens
+    /// of milliseconds for the second.
+    #[arg(long, env = "INGEST_DB_MAX_BATCH_BYTES", default_value_t = DEFAULT_MAX_BATCH_BYTES,
+          value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub db_max_batch_bytes: u32,
 
     /// With a spool: how long a webhook may wait for its database call to
     /// start before the database path counts as saturated and the webhook

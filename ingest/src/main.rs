@@ -315,7 +315,9 @@ fn database(config: &Config) -> anyhow::Result<Database> {
     let key = config.supabase.service_key().context(
         "SUPABASE_SECRET_KEY or SUPABASE_SERVICE_ROLE_KEY is required with SUPABASE_URL",
     )?;
-    let rest = RestPath::new(url, key).context("Failed to build the PostgREST client")?;
+    let rest = RestPath::new(url, key)
+        .context("Failed to build the PostgREST client")?
+        .with_max_batch_bytes(config.db_max_batch_bytes as usize);
     Ok(Database::rest(rest, config.db_timeout))
 }
 

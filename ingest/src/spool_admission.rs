@@ -41,12 +41,13 @@ use std::time::Duration;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::Value;
 use webhook_spool::{
     ReplayCounters, ReplayOutcome, ReplaySink, Spool, SpoolError, SpoolStats, SpooledWebhook,
     Transient,
 };
 
-use crate::db::Database;
+use crate::db::{BatchBody, Database, DbError, IngestOutcome, alert_bytes};
 use crate::delivery::Delivery;
 use crate::tokens::{TokenKey, TokenMemory};
 
@@ -185,49 +186,76 @@ impl ReplaySink for DatabaseSink {
 
     async fn ingest(&self, webhooks: &[SpooledWebhook]) -> Vec<Result<ReplayOutcome, Transient>> {
         let deliveries: Vec<Delivery> = webhooks.iter().map(Delivery::replay).collect();
-        let alerts = deliveries.iter().map(|d| d.call().arguments()).collect();
-        let outcomes = match self.db.ingest_batch(alerts).await {
-            Ok(outcomes) => outcomes,
-            // A failure of the whole call is never one record's fault (an
-            // alert's own trouble comes back as that alert's error): keep
-            // the records and retry, whatever it was. A function missing
-            // because ingest was upgraded before the migration ran, or a
-            // revoked key, must not cost the spool its alerts.
-            Err(error) => return vec![Err(Transient::new(error))],
-        };
-        let mut results = Vec::with_capacity(outcomes.len());
-        for (webhook, outcome) in webhooks.iter().zip(outcomes) {
-            let result = match outcome {
-                Ok(outcome) => {
-                    self.tokens
-                        .learn(TokenKey::of(&webhook.token), &outcome.outcome);
-                    Ok(match outcome.outcome.as_str() {
-                        "accepted" => ReplayOutcome::Accepted,
-                        "duplicate" => ReplayOutcome::Duplicate,
-                        _ => ReplayOutcome::Rejected,
-                    })
-                }
-                // A deadlock or a serialization failure of this one alert:
-                // the replay stops here and retries from it.
-                Err(error) if error.is_transient() => Err(Transient::new(error)),
+        let mut alerts: Vec<Value> = deliveries.iter().map(|d| d.call().arguments()).collect();
+        let mut results = Vec::with_capacity(webhooks.len());
+        // One call per body's worth (on the PostgREST path a body stops at
+        // its byte limit, as the edge's own batches do), one after another:
+        // the records stay in arrival order.
+        while results.len() < webhooks.len() {
+            let mut body = BatchBody::new(self.db.max_batch_bytes());
+            let count = alerts
+                .iter()
+                .take_while(|alert| body.add(alert_bytes(alert)))
+                .count();
+            let chunk: Vec<Value> = alerts.drain(..count).collect();
+            let start = results.len();
+            let outcomes = match self.db.ingest_batch(chunk).await {
+                Ok(outcomes) => outcomes,
+                // A failure of the whole call is never one record's fault
+                // (an alert's own trouble comes back as that alert's
+                // error): keep the records and retry, whatever it was. A
+                // function missing because ingest was upgraded before the
+                // migration ran, or a revoked key, must not cost the spool
+                // its alerts.
                 Err(error) => {
-                    // A retry cannot change this answer; keeping the record
-                    // would hold every later one back for good.
-                    tracing::error!(
-                        delivery_id = %webhook.delivery_id,
-                        token = webhook.token.fingerprint(),
-                        error = %error,
-                        "the database refused a spooled webhook for good; dropped it"
-                    );
-                    Ok(ReplayOutcome::Rejected)
+                    results.push(Err(Transient::new(error)));
+                    return results;
                 }
             };
-            let stop = result.is_err();
-            results.push(result);
-            if stop {
-                break;
+            for (webhook, outcome) in webhooks[start..].iter().zip(outcomes) {
+                let result = self.replayed(webhook, outcome);
+                let stop = result.is_err();
+                results.push(result);
+                if stop {
+                    return results;
+                }
             }
         }
         results
+    }
+}
+
+impl DatabaseSink {
+    /// What one replayed webhook's outcome means for its record.
+    fn replayed(
+        &self,
+        webhook: &SpooledWebhook,
+        outcome: Result<IngestOutcome, DbError>,
+    ) -> Result<ReplayOutcome, Transient> {
+        match outcome {
+            Ok(outcome) => {
+                self.tokens
+                    .learn(TokenKey::of(&webhook.token), &outcome.outcome);
+                Ok(match outcome.outcome.as_str() {
+                    "accepted" => ReplayOutcome::Accepted,
+                    "duplicate" => ReplayOutcome::Duplicate,
+                    _ => ReplayOutcome::Rejected,
+                })
+            }
+            // A deadlock or a serialization failure of this one alert: the
+            // replay stops here and retries from it.
+            Err(error) if error.is_transient() => Err(Transient::new(error)),
+            Err(error) => {
+                // A retry cannot change this answer; keeping the record
+                // would hold every later one back for good.
+                tracing::error!(
+                    delivery_id = %webhook.delivery_id,
+                    token = webhook.token.fingerprint(),
+                    error = %error,
+                    "the database refused a spooled webhook for good; dropped it"
+                );
+                Ok(ReplayOutcome::Rejected)
+            }
+        }
     }
 }

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-pub use rest::{RestPath, RestPathError};
+pub use rest::{DEFAULT_MAX_BATCH_BYTES, RestPath, RestPathError};
 
 use crate::signal::{Signal, WebhookToken};
 
@@ -77,7 +77,10 @@ pub struct IngestCall<'a> {
 }
 
 impl IngestCall<'_> {
-    /// The named arguments of `public.ingest_signal`.
+    /// The named arguments of `public.ingest_signal`, without the ones
+    /// that are null (the function takes a missing one as null): a batch's
+    /// body stays small enough for an API gateway to hold in memory
+    /// ([`crate::batcher::BatchSettings::max_bytes`]).
     pub fn arguments(&self) -> Value {
         let mut args = json!({
             "p_delivery_id": self.delivery_id,
@@ -109,6 +112,7 @@ impl IngestCall<'_> {
         };
         if let (Value::Object(args), Value::Object(extra)) = (&mut args, extra) {
             args.extend(extra);
+            args.retain(|_, value| !value.is_null());
         }
         args
     }
@@ -208,6 +212,49 @@ fn transient_sqlstate(code: &str) -> bool {
 /// one `jsonb` parameter.
 const INGEST_BATCH_SQL: &str = "select public.ingest_signals($1::jsonb)";
 
+/// What an `ingest_signals` call's body holds around its alerts:
+/// `{"p_alerts":[`, then `]}`.
+const BATCH_ENVELOPE_BYTES: usize = r#"{"p_alerts":[]}"#.len();
+
+/// The bytes of one alert's arguments in a batch's body.
+pub fn alert_bytes(arguments: &Value) -> usize {
+    arguments.to_string().len()
+}
+
+/// Fills one call's body up to a limit, alert by alert, as
+/// [`Database::ingest_batch`] will write it: the envelope, the alerts, a
+/// comma between each two.
+#[derive(Debug)]
+pub struct BatchBody {
+    limit: Option<usize>,
+    alerts: usize,
+    bytes: usize,
+}
+
+impl BatchBody {
+    /// An empty body; `limit`: [`Database::max_batch_bytes`].
+    pub fn new(limit: Option<usize>) -> Self {
+        Self {
+            limit,
+            alerts: 0,
+            bytes: BATCH_ENVELOPE_BYTES,
+        }
+    }
+
+    /// Adds an alert of `bytes` ([`alert_bytes`]) if it fits, and says
+    /// whether it did. The first always fits: an alert larger than the
+    /// limit goes alone.
+    pub fn add(&mut self, bytes: usize) -> bool {
+        let after = self.bytes + bytes + usize::from(self.alerts > 0);
+        if self.alerts > 0 && self.limit.is_some_and(|limit| after > limit) {
+            return false;
+        }
+        self.alerts += 1;
+        self.bytes = after;
+        true
+    }
+}
+
 /// Where the database calls go, and how long a call may take.
 #[derive(Debug)]
 pub struct Database {
@@ -239,6 +286,16 @@ impl Database {
     /// How long one call may take.
     pub fn deadline(&self) -> Duration {
         self.deadline
+    }
+
+    /// The most bytes of one `ingest_signals` call's body: on the PostgREST
+    /// path only ([`RestPath::with_max_batch_bytes`]); the pool has no
+    /// gateway in between.
+    pub fn max_batch_bytes(&self) -> Option<usize> {
+        match &self.path {
+            Path::Rest(rest) => Some(rest.max_batch_bytes()),
+            Path::Pool(_) => None,
+        }
     }
 
     /// `rest` or `pool`, for logs and metric labels.
@@ -480,6 +537,10 @@ mod tests {
         assert_eq!(args["p_direction"], "long");
         assert_eq!(args["p_chart_id"], "bbbb2222");
         assert!(args.get("p_reject_code").is_none());
+        assert!(
+            args.get("p_signal_type").is_none(),
+            "a null argument is left out"
+        );
         call.chart_id = None;
         assert_eq!(call.arguments()["p_chart_id"], "aaaa1111");
 

@@ -119,15 +119,16 @@ fn alert(n: usize) -> String {
 type Answer = (StatusCode, reqwest::header::HeaderMap, Value);
 
 /// Posts `holder`'s alert and holds its call in the database on `lock`,
-/// posts `trader`'s alerts while it is held and waits until all of them
-/// queue behind it, then lets it go: the held answer and the others'
-/// (by alert number).
+/// posts `trader`'s alerts (`message(0..=OTHERS)`) while it is held and
+/// waits until all of them queue behind it, then lets it go: the held
+/// answer and the others' (by alert number).
 async fn batch_behind_a_held_call(
     app: &Arc<TestApp>,
     holder: &Trader,
     trader: &Trader,
     db: &Client,
     lock: i64,
+    message: fn(usize) -> String,
 ) -> (Answer, Vec<(usize, Answer)>) {
     db.execute("select pg_advisory_lock($1)", &[&lock])
         .await
@@ -158,7 +159,7 @@ async fn batch_behind_a_held_call(
             join_all((0..=OTHERS).map(|n| {
                 let app = Arc::clone(&app);
                 let url = url.clone();
-                async move { (n, app.post(&url, alert(n)).await) }
+                async move { (n, app.post(&url, message(n)).await) }
             }))
             .await
         }
@@ -201,7 +202,7 @@ async fn one_alert_that_raises_fails_alone(upstream: Upstream) {
     let lock: i64 = rand_lock();
     let trigger = Trigger::install(&db, &holder, &trader, lock).await;
 
-    let (held, answers) = batch_behind_a_held_call(&app, &holder, &trader, &db, lock).await;
+    let (held, answers) = batch_behind_a_held_call(&app, &holder, &trader, &db, lock, alert).await;
     let (status, _, body) = held;
     assert_eq!(status, StatusCode::OK, "{body}");
     let mut accepted = Vec::new();
@@ -346,6 +347,140 @@ async fn a_replayed_batch_with_one_alert_that_raises_stores_the_others_and_moves
     let transactions: std::collections::HashSet<_> = rows.iter().map(|(_, t)| t).collect();
     assert_eq!(transactions.len(), 1, "one ingest_signals call: {rows:?}");
     assert!(rows[0].1.is_some(), "stamped by the trigger: {rows:?}");
+    trigger.remove(&db).await;
+}
+
+/// An alert of about a kilobyte in a call's body (its message is 700
+/// bytes and some): two fit in [`BODY_LIMIT`], three do not.
+fn long_alert(n: usize) -> String {
+    format!("NYSE:IBM buy long alert {n:02} {}", "x".repeat(700))
+}
+
+/// The body limit of the tests below.
+const BODY_LIMIT: usize = 2600;
+
+/// The calls that take the batch's alerts, two at a time.
+const CALLS_OF_TWO: usize = 5;
+const _: () = assert!(CALLS_OF_TWO * 2 == OTHERS + 1);
+
+/// `rows` (in stored order) grouped by the transaction that stored them.
+fn by_transaction(rows: &[(String, Option<String>)]) -> Vec<Vec<&str>> {
+    let mut groups: Vec<(Option<&String>, Vec<&str>)> = Vec::new();
+    for (raw, stamp) in rows {
+        match groups.last_mut() {
+            Some((last, group)) if *last == stamp.as_ref() => group.push(raw),
+            _ => groups.push((stamp.as_ref(), vec![raw])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
+/// Through PostgREST a batch ends before its body would pass
+/// `INGEST_DB_MAX_BATCH_BYTES`: ten alerts of about a kilobyte queued
+/// behind a held call go in five calls of two, each its own transaction,
+/// and every one is stored and answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_through_postgrest_ends_before_its_body_passes_the_byte_limit() {
+    let mut options = Options::on(Upstream::Rest);
+    options.batch = BatchSettings {
+        max_batch: 32,
+        concurrency: 1,
+    };
+    options.rest_max_batch_bytes = BODY_LIMIT;
+    options.db_timeout = Duration::from_secs(15);
+    let app = Arc::new(spawn_app(options).await);
+    let holder = app.trader("premium").await;
+    let trader = app.trader("premium").await;
+    let db = app.stack().db().await;
+    let lock: i64 = rand_lock();
+    let trigger = Trigger::install(&db, &holder, &trader, lock).await;
+
+    let (held, answers) =
+        batch_behind_a_held_call(&app, &holder, &trader, &db, lock, long_alert).await;
+    assert_eq!(held.0, StatusCode::OK, "{}", held.2);
+    for (n, (status, _, body)) in &answers {
+        assert_eq!(*status, StatusCode::OK, "alert {n}: {body}");
+    }
+    let rows = stored(&db, &trader).await;
+    assert_eq!(rows.len(), OTHERS + 1, "{rows:?}");
+    let calls = by_transaction(&rows);
+    assert_eq!(
+        calls.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2; CALLS_OF_TWO],
+        "calls of two alerts: {calls:?}"
+    );
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metric(&metrics, "ingest_db_batch_size_count"),
+        1 + CALLS_OF_TWO,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "ingest_db_batch_size_sum"),
+        OTHERS + 2,
+        "{metrics}"
+    );
+    trigger.remove(&db).await;
+}
+
+/// The replay keeps to the same limit: six spooled alerts of about a
+/// kilobyte are stored by three calls of two, in arrival order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_through_postgrest_keeps_its_calls_within_the_byte_limit() {
+    const SPOOLED: usize = 6;
+    let dir = tempfile::tempdir().expect("a spool directory");
+    let spooling = || {
+        let mut options = Options::on(Upstream::Switched);
+        options.rest_max_batch_bytes = BODY_LIMIT;
+        options.spool = Some(SpoolLimits {
+            dir: Some(dir.path().to_owned()),
+            ..SpoolLimits::default()
+        });
+        options
+    };
+    let first = spawn_app(spooling()).await;
+    let holder = first.trader("premium").await;
+    let trader = first.trader("premium").await;
+    let db = first.stack().db().await;
+    let trigger = Trigger::install(&db, &holder, &trader, rand_lock()).await;
+    first.switch().set(Mode::Down);
+    for n in 0..SPOOLED {
+        let (status, _, body) = first
+            .post(
+                &format!("/webhook/u/{}", trader.webhook_token),
+                long_alert(n),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "alert {n}: {body}");
+    }
+    let drain = first.shut_down(Duration::from_secs(5)).await;
+    assert_eq!(drain, service_runtime::http::Drain::Complete);
+
+    let second = spawn_app(spooling()).await;
+    wait_until("the spool to empty", || {
+        let app = &second;
+        async move {
+            let (_, health) = app.get_json("/health").await;
+            health["spool"]["entries"] == 0
+        }
+    })
+    .await;
+    let (_, health) = second.get_json("/health").await;
+    assert_eq!(health["spool"]["replayed"]["accepted"], SPOOLED, "{health}");
+
+    let rows = stored(&db, &trader).await;
+    let messages: Vec<String> = rows.iter().map(|(raw, _)| raw.clone()).collect();
+    assert_eq!(
+        messages,
+        (0..SPOOLED).map(long_alert).collect::<Vec<_>>(),
+        "in arrival order"
+    );
+    let calls = by_transaction(&rows);
+    assert_eq!(
+        calls.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2; SPOOLED / 2],
+        "calls of two alerts"
+    );
     trigger.remove(&db).await;
 }
 

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use cookie_seal::Keyring;
 use ingest::auth::{JWKS_MIN_REFETCH, JWKS_TTL, Verifier, VerifierConfig};
 use ingest::batcher::BatchSettings;
-use ingest::db::{Database, RestPath};
+use ingest::db::{DEFAULT_MAX_BATCH_BYTES, Database, RestPath};
 use ingest::guard::Guard;
 use ingest::metrics::Metrics;
 use ingest::server::{App, SessionEndpoint, Settings};
@@ -64,6 +64,8 @@ pub(crate) struct Options {
     pub(crate) unverified_in_flight: usize,
     pub(crate) keep_alive: Duration,
     pub(crate) batch: BatchSettings,
+    /// On the PostgREST paths, the most bytes of one call's body.
+    pub(crate) rest_max_batch_bytes: usize,
     /// With a spool: how long an alert may wait for its call.
     pub(crate) queue_budget: Duration,
     /// Serve `/health*` and `/metrics` on a listener of their own
@@ -94,6 +96,7 @@ impl Options {
                 max_batch: 32,
                 concurrency: 8,
             },
+            rest_max_batch_bytes: DEFAULT_MAX_BATCH_BYTES as usize,
             queue_budget: Duration::from_millis(100),
             admin_listener: false,
             spool: None,
@@ -156,14 +159,15 @@ pub(crate) fn keyring() -> Keyring {
 
 /// PostgREST at `url` with the stack's service-role key.
 pub(crate) fn rest_at(stack: &Stack, url: &str, deadline: Duration) -> Database {
-    Database::rest(
-        RestPath::new(
-            &url.parse().expect("a URL"),
-            &SecretString::from(stack.service_role_key.clone()),
-        )
-        .expect("a client"),
-        deadline,
+    Database::rest(rest_path(stack, url), deadline)
+}
+
+fn rest_path(stack: &Stack, url: &str) -> RestPath {
+    RestPath::new(
+        &url.parse().expect("a URL"),
+        &SecretString::from(stack.service_role_key.clone()),
     )
+    .expect("a client")
 }
 
 /// A pool to `url`, built the way `main` builds it.
@@ -185,12 +189,16 @@ async fn database(
     upstream: Upstream,
     deadline: Duration,
     batch: BatchSettings,
+    rest_max_batch_bytes: usize,
     stack: &OnceLock<Stack>,
 ) -> (Database, Option<Switch>) {
+    let rest =
+        |stack: &Stack, url: &str| rest_path(stack, url).with_max_batch_bytes(rest_max_batch_bytes);
     let (db, switch) = match upstream {
         Upstream::Rest => {
             let stack = stack.get_or_init(Stack::from_env);
-            (rest_at(stack, &stack.supabase_url, deadline), None)
+            let db = Database::rest(rest(stack, &stack.supabase_url), deadline);
+            (db, None)
         }
         Upstream::Pool => (
             pool_at(&stack.get_or_init(Stack::from_env).database_url, deadline),
@@ -199,7 +207,7 @@ async fn database(
         Upstream::Switched => {
             let stack = stack.get_or_init(Stack::from_env);
             let started = Switch::start(gateway(stack)).await;
-            let db = rest_at(stack, &started.url(), deadline);
+            let db = Database::rest(rest(stack, &started.url()), deadline);
             (db, Some(started))
         }
         Upstream::Given(db) => (db, None),
@@ -209,22 +217,36 @@ async fn database(
     (db, switch)
 }
 
+/// The spool's directory: the one `limits` names, or a fresh one (kept
+/// alive by the second value).
+fn spool_directory(
+    limits: Option<&SpoolLimits>,
+) -> (Option<std::path::PathBuf>, Option<tempfile::TempDir>) {
+    let Some(limits) = limits else {
+        return (None, None);
+    };
+    if let Some(dir) = &limits.dir {
+        return (Some(dir.clone()), None);
+    }
+    let fresh = tempfile::tempdir().expect("a spool directory");
+    (Some(fresh.path().to_owned()), Some(fresh))
+}
+
 pub(crate) async fn spawn_app(options: Options) -> TestApp {
     let stack = OnceLock::new();
-    let (db, switch) = database(options.upstream, options.db_timeout, options.batch, &stack).await;
+    let (db, switch) = database(
+        options.upstream,
+        options.db_timeout,
+        options.batch,
+        options.rest_max_batch_bytes,
+        &stack,
+    )
+    .await;
     let db = Arc::new(db);
     let nets = |nets: &[&str]| -> Vec<ingest::config::IpNet> {
         nets.iter().map(|n| n.parse().expect("a network")).collect()
     };
-    let mut spool_dir = None;
-    let dir = options.spool.as_ref().map(|limits| {
-        limits.dir.clone().unwrap_or_else(|| {
-            let fresh = tempfile::tempdir().expect("a spool directory");
-            let path = fresh.path().to_owned();
-            spool_dir = Some(fresh);
-            path
-        })
-    });
+    let (dir, spool_dir) = spool_directory(options.spool.as_ref());
     // Loaded the way `main` loads them: from the spool's directory.
     let tokens = Arc::new(match &dir {
         Some(dir) => TokenMemory::load(dir).unwrap_or_default(),
