@@ -24,7 +24,7 @@ use service_runtime::postgres::{self, PoolSettings};
 use service_runtime::{cli, shutdown, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use webhook_spool::{Backoff, Replayer, Spool, SpoolConfig};
+use webhook_spool::{Backoff, Replayer, Spool, SpoolConfig, SyncObserver};
 
 /// How often the known tokens are saved (when they changed).
 const SAVE_TOKENS_EVERY: Duration = Duration::from_mins(1);
@@ -161,10 +161,11 @@ fn app(
         },
         queue_budget: config.db_queue_budget,
     };
+    let metrics = Metrics::new();
     // The spool opens first: its directory is also where the known tokens
     // are kept, and opening it makes that directory private.
     let opened = match &config.spool_dir {
-        Some(dir) => Some(open_spool(config, dir)?),
+        Some(dir) => Some(open_spool(config, dir, metrics.spool_sync_observer())?),
         None => None,
     };
     let tokens = Arc::new(match &config.spool_dir {
@@ -175,7 +176,7 @@ fn app(
         Arc::clone(db),
         guard,
         Arc::clone(&tokens),
-        Metrics::new(),
+        metrics,
         settings,
     );
     let replayer = match opened {
@@ -200,8 +201,12 @@ fn app(
 
 /// Opens the spool in `dir`, recovering what a crash left and making the
 /// directory private if it was not.
-fn open_spool(config: &Config, dir: &Path) -> anyhow::Result<Spool> {
-    let (spool, recovery) = Spool::open(&SpoolConfig::new(dir, config.spool_max_bytes))
+fn open_spool(config: &Config, dir: &Path, on_sync: SyncObserver) -> anyhow::Result<Spool> {
+    let spool_config = SpoolConfig {
+        on_sync: Some(on_sync),
+        ..SpoolConfig::new(dir, config.spool_max_bytes)
+    };
+    let (spool, recovery) = Spool::open(&spool_config)
         .with_context(|| format!("Failed to open the spool in {}", dir.display()))?;
     if let Some(mode) = recovery.tightened_from {
         tracing::warn!(

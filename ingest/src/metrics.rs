@@ -13,7 +13,7 @@ use prometheus::{
     Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, Opts, Registry, TextEncoder,
 };
-use webhook_spool::{ReplayCounts, SpoolStats};
+use webhook_spool::{ReplayCounts, SpoolStats, SyncKind, SyncObserver};
 
 /// Every metric ingest exports.
 #[derive(Debug, Clone)]
@@ -60,6 +60,10 @@ struct SpoolMetrics {
     full: IntCounter,
     /// By outcome: `accepted`, `duplicate`, `rejected`, `transient_failure`.
     replays: IntCounterVec,
+    /// Time of each write and fsync, by what it made durable (`append`,
+    /// `ack`): every spooled webhook's answer waits for one. Observed by
+    /// the spool's writer as it happens, not read at a scrape.
+    sync_time: HistogramVec,
     /// Two scrapes at once must not both add the same increase.
     sync: Arc<Mutex<()>>,
 }
@@ -97,6 +101,18 @@ impl SpoolMetrics {
                     "Replays of spooled webhooks, by outcome.",
                 ),
                 &["outcome"],
+            )
+            .expect("valid metric"),
+            sync_time: HistogramVec::new(
+                HistogramOpts::new(
+                    "spool_sync_duration_seconds",
+                    "Time of each write and fsync of the spool, by what it made durable (append, ack).",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0,
+                ]),
+                &["op"],
             )
             .expect("valid metric"),
             sync: Arc::default(),
@@ -184,6 +200,7 @@ impl Metrics {
             Box::new(db_saturated.clone()),
             Box::new(db_queued.clone()),
             Box::new(spool_refusals.clone()),
+            Box::new(spool.sync_time.clone()),
             Box::new(spool.entries.clone()),
             Box::new(spool.bytes.clone()),
             Box::new(spool.max_bytes.clone()),
@@ -209,6 +226,20 @@ impl Metrics {
             spool_refusals,
             spool,
         }
+    }
+
+    /// What the spool's writer tells each write and fsync's time to
+    /// (`ingest_spool_sync_duration_seconds{op}`).
+    pub fn spool_sync_observer(&self) -> SyncObserver {
+        let series = [SyncKind::Append, SyncKind::Ack]
+            .map(|kind| self.spool.sync_time.with_label_values(&[kind.as_str()]));
+        SyncObserver::new(move |kind, took| {
+            let series = match kind {
+                SyncKind::Append => &series[0],
+                SyncKind::Ack => &series[1],
+            };
+            series.observe(took.as_secs_f64());
+        })
     }
 
     /// Records one database call on `path` (`rest`, `pool`) that started at

@@ -18,9 +18,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Read as _;
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use crate::error::{SpoolError, io_err};
 use crate::segment::{self, Position, segment_path};
+use crate::spool::SyncKind;
 use crate::writer::Writer;
 
 const CURSOR_FILE: &str = "cursor";
@@ -123,7 +125,12 @@ impl Writer {
             return Ok(());
         }
         let acked_bytes = self.bytes_until(end)?;
-        self.cursor_file.write(end)?;
+        let started = Instant::now();
+        let written = self.cursor_file.write(end);
+        if let Some(on_sync) = &self.on_sync {
+            on_sync.observe(SyncKind::Ack, started.elapsed());
+        }
+        written?;
         self.view.cursor = end;
         self.view.cursor_ordinal = ordinal + 1;
         self.view.unacked_bytes = self.view.unacked_bytes.saturating_sub(acked_bytes);

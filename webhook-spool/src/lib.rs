@@ -115,5 +115,6 @@ pub use replay::{
     Backoff, ReplayCounters, ReplayCounts, ReplayOutcome, ReplaySink, Replayer, Transient,
 };
 pub use spool::{
-    DEFAULT_MAX_BATCH, DEFAULT_SEGMENT_BYTES, Spool, SpoolConfig, SpoolEntry, SpoolStats,
+    DEFAULT_MAX_BATCH, DEFAULT_SEGMENT_BYTES, Spool, SpoolConfig, SpoolEntry, SpoolStats, SyncKind,
+    SyncObserver,
 };

@@ -77,6 +77,7 @@ impl Writer {
             dir_handle,
             segment_bytes: config.segment_bytes.max(1),
             max_batch: config.max_batch.max(1),
+            on_sync: config.on_sync.clone(),
             active,
             cursor_file,
             next_segment,

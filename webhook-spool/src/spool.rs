@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, oneshot};
@@ -40,6 +41,50 @@ pub struct SpoolConfig {
     pub segment_bytes: u64,
     /// Most appends made durable by one fsync; 1 disables group commit.
     pub max_batch: usize,
+    /// Told how long each write and fsync took; none by default.
+    pub on_sync: Option<SyncObserver>,
+}
+
+/// What one write and fsync of the writer made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncKind {
+    /// A group of appended records.
+    Append,
+    /// The replay cursor, after acknowledged records.
+    Ack,
+}
+
+impl SyncKind {
+    /// `append` or `ack`, for a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Ack => "ack",
+        }
+    }
+}
+
+/// Called by the writer thread after each write and fsync with how long it
+/// took (failed ones too), for a histogram. Every append waits for one: a
+/// disk that stalls (behind a database's checkpoint on the same disk, say)
+/// shows here first. It runs on the writer thread, so it must be quick.
+#[derive(Clone)]
+pub struct SyncObserver(Arc<dyn Fn(SyncKind, Duration) + Send + Sync>);
+
+impl SyncObserver {
+    pub fn new(observe: impl Fn(SyncKind, Duration) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(observe))
+    }
+
+    pub(crate) fn observe(&self, kind: SyncKind, took: Duration) {
+        (self.0)(kind, took);
+    }
+}
+
+impl std::fmt::Debug for SyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncObserver")
+    }
 }
 
 impl SpoolConfig {
@@ -51,6 +96,7 @@ impl SpoolConfig {
             max_bytes,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_batch: DEFAULT_MAX_BATCH,
+            on_sync: None,
         }
     }
 }

@@ -19,13 +19,14 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
 use crate::cursor::CursorFile;
 use crate::error::{SpoolError, io_err};
 use crate::segment::{Position, segment_path};
-use crate::spool::{Command, Reply, Shared, View};
+use crate::spool::{Command, Reply, Shared, SyncKind, SyncObserver, View};
 
 /// The segment being appended to.
 pub(crate) struct Active {
@@ -41,6 +42,7 @@ pub(crate) struct Writer {
     pub(crate) dir_handle: File,
     pub(crate) segment_bytes: u64,
     pub(crate) max_batch: usize,
+    pub(crate) on_sync: Option<SyncObserver>,
     pub(crate) active: Option<Active>,
     pub(crate) cursor_file: CursorFile,
     pub(crate) next_segment: u64,
@@ -226,11 +228,15 @@ impl Writer {
             .as_mut()
             .expect("a segment is open whenever records are buffered");
         let path = segment_path(&self.dir, active.segment);
+        let started = Instant::now();
         let result = active
             .file
             .write_all(buf)
             .map_err(io_err("write", &path))
             .and_then(|()| active.file.sync_data().map_err(io_err("fsync", &path)));
+        if let Some(on_sync) = &self.on_sync {
+            on_sync.observe(SyncKind::Append, started.elapsed());
+        }
         if let Err(e) = result {
             self.poisoned = true;
             // Best effort: take the partial write back so only a complete

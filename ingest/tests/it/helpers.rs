@@ -217,6 +217,10 @@ async fn database(
     (db, switch)
 }
 
+fn networks(nets: &[&str]) -> Vec<ingest::config::IpNet> {
+    nets.iter().map(|n| n.parse().expect("a network")).collect()
+}
+
 /// The spool's directory: the one `limits` names, or a fresh one (kept
 /// alive by the second value).
 fn spool_directory(
@@ -243,9 +247,7 @@ pub(crate) async fn spawn_app(options: Options) -> TestApp {
     )
     .await;
     let db = Arc::new(db);
-    let nets = |nets: &[&str]| -> Vec<ingest::config::IpNet> {
-        nets.iter().map(|n| n.parse().expect("a network")).collect()
-    };
+    let metrics = Metrics::new();
     let (dir, spool_dir) = spool_directory(options.spool.as_ref());
     // Loaded the way `main` loads them: from the spool's directory.
     let tokens = Arc::new(match &dir {
@@ -255,13 +257,13 @@ pub(crate) async fn spawn_app(options: Options) -> TestApp {
     let mut app = App::new(
         Arc::clone(&db),
         Guard::new(
-            options.allowed.as_deref().map(nets),
-            nets(&options.trusted_proxies),
+            options.allowed.as_deref().map(networks),
+            networks(&options.trusted_proxies),
             options.unknown_token_per_minute,
             options.unverified_in_flight,
         ),
         Arc::clone(&tokens),
-        Metrics::new(),
+        metrics.clone(),
         Settings {
             max_body_bytes: options.max_body_bytes,
             read_timeout: options.read_timeout,
@@ -281,7 +283,8 @@ pub(crate) async fn spawn_app(options: Options) -> TestApp {
     let (stop_replay, replay_stopped) = oneshot::channel::<()>();
     let mut replaying = None;
     if let (Some(limits), Some(dir)) = (&options.spool, &dir) {
-        let (fallback, replayer) = spool(&db, dir, limits, &tokens, options.batch.max_batch);
+        let (fallback, replayer) =
+            spool(&db, dir, limits, &tokens, options.batch.max_batch, &metrics);
         app = app.with_fallback(fallback);
         replaying = Some(tokio::spawn(async move {
             replayer
@@ -377,8 +380,13 @@ fn spool(
     limits: &SpoolLimits,
     tokens: &Arc<TokenMemory>,
     max_batch: usize,
+    metrics: &Metrics,
 ) -> (SpoolAdmission, Replayer<DatabaseSink>) {
-    let (spool, _) = Spool::open(&SpoolConfig::new(dir, limits.max_bytes)).expect("open the spool");
+    let config = SpoolConfig {
+        on_sync: Some(metrics.spool_sync_observer()),
+        ..SpoolConfig::new(dir, limits.max_bytes)
+    };
+    let (spool, _) = Spool::open(&config).expect("open the spool");
     let replayer = Replayer::new(
         spool.clone(),
         DatabaseSink::new(Arc::clone(db), Arc::clone(tokens), max_batch),

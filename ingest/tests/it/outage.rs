@@ -150,6 +150,11 @@ async fn an_outage_is_spooled_and_replayed_in_order_with_the_original_times() {
     let metrics = app.metrics().await;
     assert!(metrics.contains("ingest_spool_entries 3"), "{metrics}");
     assert!(
+        syncs(&metrics, "append") >= 1,
+        "each spooled webhook waited for a timed fsync: {metrics}"
+    );
+    assert_eq!(syncs(&metrics, "ack"), 0, "nothing replayed yet: {metrics}");
+    assert!(
         metrics.contains(r#"ingest_requests_total{outcome="spooled",route="webhook"} 2"#),
         "{metrics}"
     );
@@ -188,6 +193,10 @@ async fn an_outage_is_spooled_and_replayed_in_order_with_the_original_times() {
         "{metrics}"
     );
     assert!(metrics.contains("ingest_spool_entries 0"), "{metrics}");
+    assert!(
+        syncs(&metrics, "ack") >= 1,
+        "the replay's cursor: {metrics}"
+    );
     // Back to normal: stored at once.
     let (status, _) = app.post_alert(&trader, alert("e")).await;
     assert_eq!(status, StatusCode::OK);
@@ -432,4 +441,13 @@ async fn a_kill_9_between_the_202_and_the_replay_loses_nothing() {
         .await
         .expect("JSON");
     assert_eq!(health["spool"]["replayed"]["accepted"], 5, "{health}");
+}
+
+/// How many spool fsyncs of `op` (`append`, `ack`) `/metrics` counted.
+fn syncs(metrics: &str, op: &str) -> u64 {
+    let series = format!("ingest_spool_sync_duration_seconds_count{{op=\"{op}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |n| n.parse().expect("a count"))
 }

@@ -113,3 +113,35 @@ async fn a_torn_cursor_write_falls_back_to_the_previous_cursor() {
     // Records 2 and 3 come back (replayed twice, never lost).
     assert_eq!(numbers(&open(&config(dir.path()))).await, vec![2, 3, 4, 5]);
 }
+
+#[tokio::test]
+async fn each_write_and_fsync_is_timed_for_the_observer() {
+    use std::sync::{Arc, Mutex};
+    use webhook_spool::{SpoolConfig, SyncKind, SyncObserver};
+
+    let dir = TempDir::new().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let spool = open(&SpoolConfig {
+        on_sync: Some(SyncObserver::new({
+            let seen = Arc::clone(&seen);
+            move |kind, took| seen.lock().unwrap().push((kind, took))
+        })),
+        ..config(dir.path())
+    });
+    // One at a time: each append is its own write and fsync.
+    append_range(&spool, 0..3).await;
+    let entries = read_all(&spool).await;
+    spool.ack(&entries[2]).await.unwrap();
+    // An ordinal already acknowledged moves nothing and syncs nothing.
+    spool.ack(&entries[1]).await.unwrap();
+    let kinds: Vec<SyncKind> = seen.lock().unwrap().iter().map(|&(kind, _)| kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            SyncKind::Append,
+            SyncKind::Append,
+            SyncKind::Append,
+            SyncKind::Ack
+        ]
+    );
+}
