@@ -25,7 +25,8 @@
 #
 # BURST_PATHS picks paths (default "rest spool pool pool-spool"); BURST_ROUNDS repeats them
 # (default 1), alternating the order of this build and the base's; BURST_KEEP=1 keeps each ingest's
-# log (the directory is printed at the end).
+# log and its /metrics after the burst (the directory is printed at the end). For each spool path
+# the end lists how many fsyncs the spool made and the histogram bucket its slowest fell in.
 
 bench_burst() {
   local traders=${1:-1000} alerts=${2:-3} strangers=${3:-0}
@@ -89,6 +90,17 @@ SQL
     printf '%s  load average %s\n' "$name" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/loadavg"
     "$load" burst --url "http://127.0.0.1:$port" --tokens "$work/tokens" --alerts "$alerts" \
       --strangers "$strangers" --label "$label" --name "$name" $floor
+    curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics-$name" || true
+    if [[ $path == *spool ]]; then
+      # The spool's fsyncs in this run: how many, and the bucket the slowest fell in.
+      awk -v name="$name" '
+        /^ingest_spool_sync_duration_seconds_count\{op="append"\}/ { total = $2 }
+        /^ingest_spool_sync_duration_seconds_bucket\{op="append",le="/ {
+          le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le); n[++k] = le; c[k] = $2 }
+        END { for (i = 1; i <= k; i++) if (c[i] == total) { slowest = n[i]; break }
+              if (total) printf "  %s: %d spool fsyncs, the slowest under %s s\n", name, total, slowest }' \
+        "$work/metrics-$name" >>"$work/fsyncs"
+    fi
     kill "$BURST_PID"; wait "$BURST_PID" 2>/dev/null || true
     BURST_PID=
   }
@@ -100,8 +112,8 @@ SQL
   local floor=--floor
   burst_once floor "$CARGO_TARGET/release/ingest" rest
   floor=
-  local path round=0 rounds=${BURST_ROUNDS:-1} r
-  for r in $(seq 1 "$rounds"); do
+  local path round=0 rounds=${BURST_ROUNDS:-1}
+  for _ in $(seq 1 "$rounds"); do
     for path in ${BURST_PATHS:-rest spool pool pool-spool}; do
       if [[ -z "$base" ]]; then
         burst_once "$path" "$CARGO_TARGET/release/ingest" "$path"
@@ -116,6 +128,10 @@ SQL
   done
   echo "== load average before each burst (1, 5, 15 min)"
   sed 's/^/  /' "$work/loadavg"
+  if [[ -s $work/fsyncs ]]; then
+    echo "== spool fsyncs during each spool path's run (ingest_spool_sync_duration_seconds)"
+    cat "$work/fsyncs"
+  fi
 }
 
 cleanup_burst_bench() {
