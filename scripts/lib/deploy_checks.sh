@@ -279,7 +279,9 @@ check_metric_names() {
   curl -s --max-time 5 "$INGEST_URL/health" >/dev/null
   curl -s --max-time 5 "$INGEST_URL/metrics" >"$work/ingest.prom"
   curl -s --max-time 5 "$CAPTURE_HEALTH_URL/metrics" >"$work/capture.prom"
-  # And an ingest whose database path is down, with a spool: the failure and spool series.
+  # And an ingest whose database path is down, with a spool: the failure and spool series. (Both
+  # ingests run with a spool: ingest_spool_sync_duration_seconds is exported only then, with a
+  # series per op at 0 from the start; this one's spooled webhook is one append sync.)
   local port=$((GATEWAY_PORT + 7)) pid
   require_free_port "$port" "ingest without a database"
   mkdir -p "$work/spool"
