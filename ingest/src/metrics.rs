@@ -128,11 +128,7 @@ impl Metrics {
     pub fn new() -> Self {
         let registry =
             Registry::new_custom(Some("ingest".into()), None).expect("a valid metric namespace");
-        let requests = IntCounterVec::new(
-            Opts::new("requests_total", "Answered requests by route and outcome."),
-            &["route", "outcome"],
-        )
-        .expect("valid metric");
+        let requests = requests_total();
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "request_duration_seconds",
@@ -303,5 +299,32 @@ fn saturate(n: u64) -> i64 {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// `requests_total`, with the series an alert rule reads at 0 from the start:
+/// `WebhookInternalErrors` sums its `increase()`, which would miss the first
+/// errors of a series that only appears when they happen.
+fn requests_total() -> IntCounterVec {
+    let requests = IntCounterVec::new(
+        Opts::new("requests_total", "Answered requests by route and outcome."),
+        &["route", "outcome"],
+    )
+    .expect("valid metric");
+    requests.with_label_values(&["webhook", "internal_error"]);
+    requests
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_internal_error_series_is_exported_at_zero_from_the_start() {
+        assert!(
+            Metrics::new()
+                .render()
+                .contains(r#"ingest_requests_total{outcome="internal_error",route="webhook"} 0"#)
+        );
     }
 }
