@@ -35,6 +35,9 @@
 //! - [`tokens`]: the tokens the database accepted (hashed, kept across
 //!   restarts beside the spool) and the negative cache of unknown ones.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`log_throttle`]: the WARN and ERROR lines every request of a flood
+//!   would repeat (a database outage during a bar-close burst) written once
+//!   per window, with a count of those held back.
 //! - [`open_files`]: the open-file limit raised to what
 //!   `INGEST_MAX_CONNECTIONS` needs (up to the hard limit), at start.
 //! - [`delivery`]: one webhook as `ingest_signal` takes it, built the same
@@ -66,6 +69,7 @@ pub mod config;
 pub mod db;
 pub mod delivery;
 pub mod guard;
+pub mod log_throttle;
 pub mod metrics;
 pub mod open_files;
 pub mod server;
