@@ -188,6 +188,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub spool_unverified_per_minute: u32,
 
+    /// After a WARN or ERROR line that every request of a flood would
+    /// repeat (the database down, the spool refusing, the budget for
+    /// unverified tokens in use), further ones of its kind within this
+    /// window are only counted; the next line after it says how many
+    /// (`suppressed`). `/metrics` counts every one. 0: every line.
+    #[arg(long, env = "INGEST_LOG_REPEAT_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub log_repeat_window: Duration,
+
     /// Source addresses allowed to post webhooks: comma-separated IPs or
     /// CIDR blocks, or `tradingview` for TradingView's published webhook
     /// addresses. Empty: any address. Health and metrics are not affected.
@@ -348,6 +356,26 @@ mod tests {
     #[test]
     fn verify_cli() {
         Config::command().debug_assert();
+    }
+
+    #[test]
+    fn the_log_repeat_window_defaults_to_ten_seconds() {
+        let config = parse(&[
+            "--supabase-url=http://127.0.0.1:54321",
+            "--supabase-secret-key=k",
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.log_repeat_window,
+            crate::log_throttle::DEFAULT_WINDOW
+        );
+        let config = parse(&[
+            "--supabase-url=http://127.0.0.1:54321",
+            "--supabase-secret-key=k",
+            "--log-repeat-window=1m",
+        ])
+        .expect("valid");
+        assert_eq!(config.log_repeat_window.as_secs(), 60);
     }
 
     /// Parses `args` with every environment fallback switched off, so the

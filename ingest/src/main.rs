@@ -160,6 +160,7 @@ fn app(
             concurrency: config.db_concurrency as usize,
         },
         queue_budget: config.db_queue_budget,
+        log_repeat_window: config.log_repeat_window,
     };
     let metrics = Metrics::new();
     // The spool opens first: its directory is also where the known tokens

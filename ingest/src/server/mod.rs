@@ -25,7 +25,10 @@
 //!
 //! Database failures are logged once and counted in one place
 //! (`App::db_failed`), whichever route met them; the caller gets an
-//! opaque 503.
+//! opaque 503. The WARN and ERROR lines that every request of a flood
+//! would repeat (a database outage during a bar-close burst) go through
+//! [`crate::log_throttle`]: one line per kind and window, carrying how many
+//! were held back; `/metrics` counts every one.
 
 mod health;
 pub mod session;
@@ -47,6 +50,7 @@ use crate::api::{ApiError, Body};
 use crate::batcher::{BatchSettings, Batcher};
 use crate::db::{Database, DbError};
 use crate::guard::Guard;
+use crate::log_throttle::RepeatedLines;
 use crate::metrics::Metrics;
 use crate::spool_admission::SpoolAdmission;
 use crate::tokens::TokenMemory;
@@ -69,6 +73,9 @@ pub struct Settings {
     /// With a spool: how long a webhook may wait for its database call
     /// before it is spooled instead (202).
     pub queue_budget: Duration,
+    /// How long a WARN or ERROR line that every request of a flood would
+    /// repeat is held back after it was written ([`crate::log_throttle`]).
+    pub log_repeat_window: Duration,
 }
 
 /// Everything a request needs: the database path, the guard, the metrics.
@@ -89,6 +96,8 @@ pub struct App {
     /// their own (and not on the public one).
     admin_listener: bool,
     health: health::StatusCache,
+    /// The throttles of the lines a flood of requests repeats.
+    lines: RepeatedLines,
 }
 
 impl App {
@@ -112,6 +121,7 @@ impl App {
             fallback: None,
             admin_listener: false,
             health: health::StatusCache::default(),
+            lines: RepeatedLines::new(settings.log_repeat_window),
         }
     }
 
@@ -311,8 +321,9 @@ impl App {
         }
     }
 
-    /// Logs a database failure once and counts it; `then` says what the
-    /// request got instead.
+    /// Counts a database failure and logs it (throttled by kind: during an
+    /// outage every webhook fails alike); `then` says what the request got
+    /// instead.
     fn db_failed(&self, error: &DbError, then: &'static str) {
         let kind = match error {
             DbError::Timeout(_) => "timeout",
@@ -324,7 +335,9 @@ impl App {
             .upstream_errors
             .with_label_values(&[self.db.kind(), kind])
             .inc();
-        tracing::error!(path = self.db.kind(), kind, then, error = %error_chain(error), "Database path failed");
+        if let Some(suppressed) = self.lines.db_failed(kind).admit(Instant::now()) {
+            tracing::error!(path = self.db.kind(), kind, then, suppressed, error = %error_chain(error), "Database path failed");
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! spool and answered 202 within milliseconds.
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -197,7 +198,12 @@ impl App {
             {
                 return spent(answer, probe);
             }
-            tracing::warn!("The budget for unverified tokens is in use; answered 503");
+            if let Some(suppressed) = self.lines.unverified_busy.admit(Instant::now()) {
+                tracing::warn!(
+                    suppressed,
+                    "The budget for unverified tokens is in use; answered 503"
+                );
+            }
             return Err(ApiError::Unavailable);
         }
         let arguments = spooling.delivery.call().arguments();
@@ -233,7 +239,9 @@ impl App {
             // This alert raised by itself; the rest of its batch stands and
             // a retry meets the same error (`ApiError::AlertFailed`).
             Err(error) if matches!(*error, DbError::Alert { .. }) && !error.is_transient() => {
-                tracing::error!(path = self.db.kind(), error = %error, "The database raised on this alert; answered 500");
+                if let Some(suppressed) = self.lines.alert_failed.admit(Instant::now()) {
+                    tracing::error!(path = self.db.kind(), suppressed, error = %error, "The database raised on this alert; answered 500");
+                }
                 Err(ApiError::AlertFailed)
             }
             Err(error) => match spool {
@@ -277,7 +285,13 @@ impl App {
                 .spool_refusals
                 .with_label_values(&[refused.label()])
                 .inc();
-            tracing::warn!(reason = refused.label(), error = %refused, then, "Spool refused a webhook");
+            if let Some(suppressed) = self
+                .lines
+                .spool_refused(refused.label())
+                .admit(Instant::now())
+            {
+                tracing::warn!(reason = refused.label(), error = %refused, then, suppressed, "Spool refused a webhook");
+            }
             return Err(());
         }
         Ok(match delivery.refusal() {
@@ -297,7 +311,9 @@ impl App {
         match outcome.outcome.as_str() {
             "accepted" | "duplicate" => {
                 let Some(signal_id) = outcome.signal_id else {
-                    tracing::error!(outcome = %outcome.outcome, "ingest_signal accepted without a signal id");
+                    if let Some(suppressed) = self.lines.missing_signal_id.admit(Instant::now()) {
+                        tracing::error!(outcome = %outcome.outcome, suppressed, "ingest_signal accepted without a signal id");
+                    }
                     return Err(ApiError::Unavailable);
                 };
                 Ok(Accepted {
@@ -331,10 +347,13 @@ impl App {
                 retry_after,
             }),
             other => {
-                tracing::error!(
-                    outcome = other,
-                    "ingest_signal returned an outcome this edge does not know"
-                );
+                if let Some(suppressed) = self.lines.unknown_outcome.admit(Instant::now()) {
+                    tracing::error!(
+                        outcome = other,
+                        suppressed,
+                        "ingest_signal returned an outcome this edge does not know"
+                    );
+                }
                 Err(ApiError::Unavailable)
             }
         }

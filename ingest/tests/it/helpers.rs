@@ -68,6 +68,8 @@ pub(crate) struct Options {
     pub(crate) rest_max_batch_bytes: usize,
     /// With a spool: how long an alert may wait for its call.
     pub(crate) queue_budget: Duration,
+    /// How long a repeated WARN/ERROR line is held back.
+    pub(crate) log_repeat_window: Duration,
     /// Serve `/health*` and `/metrics` on a listener of their own
     /// (`TestApp::admin_addr`).
     pub(crate) admin_listener: bool,
@@ -98,6 +100,7 @@ impl Options {
             },
             rest_max_batch_bytes: DEFAULT_MAX_BATCH_BYTES as usize,
             queue_budget: Duration::from_millis(100),
+            log_repeat_window: ingest::log_throttle::DEFAULT_WINDOW,
             admin_listener: false,
             spool: None,
             session: None,
@@ -272,6 +275,7 @@ pub(crate) async fn spawn_app(options: Options) -> TestApp {
             grace: options.grace,
             batch: options.batch,
             queue_budget: options.queue_budget,
+            log_repeat_window: options.log_repeat_window,
         },
     );
     if let Some(session) = options.session {
