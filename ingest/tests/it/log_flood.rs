@@ -1,5 +1,6 @@
 //! A flood of webhooks that all fail alike (a database outage during a
-//! bar-close burst, a spool refusing strangers) writes one WARN or ERROR
+//! bar-close burst, a spool refusing strangers, strangers' tokens holding
+//! the budget for unverified tokens) writes one WARN or ERROR
 //! line per kind and window, not one per webhook, while `/metrics` counts
 //! every one; the next line after the window says how many were held back.
 //!
@@ -11,10 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
+use ingest::db::{Database, RestPath};
 use reqwest::StatusCode;
+use service_runtime::SecretString;
+use tokio::net::TcpListener;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::helpers::{SpoolLimits, TestApp};
+use crate::helpers::{SpoolLimits, TestApp, Upstream};
 use crate::server::spawn_with;
 
 const TOKEN_PATH: &str = "/webhook/u/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
@@ -203,6 +207,73 @@ async fn spool_refusals_in_a_burst_log_one_line() {
             &["reason=\"spool_limited\""]
         ),
         BURST as u64 - 1,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_unverified_tokens_held_back_by_their_budget_logs_one_line() {
+    let (log, _guard) = capture();
+    // A database that accepts connections and never answers: the one call
+    // for unverified tokens allowed at once holds the budget until its
+    // deadline, and the burst waits for it in vain.
+    let hang = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hang_addr = hang.local_addr().expect("addr");
+    let (accepted, mut first_call) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hang.accept().await {
+            held.push(stream);
+            let _ = accepted.send(());
+        }
+    });
+    let hanging = RestPath::new(
+        &format!("http://{hang_addr}").parse().expect("url"),
+        &SecretString::from("sb_secret_unused"),
+    )
+    .expect("a client");
+    let app = spawn_with(Duration::from_secs(1), |options| {
+        options.upstream = Upstream::Given(Database::rest(hanging, Duration::from_secs(1)));
+        options.unverified_in_flight = 1;
+    })
+    .await;
+
+    let app = Arc::new(app);
+    let holder = tokio::spawn({
+        let app = Arc::clone(&app);
+        async move { burst(&app, 1).await }
+    });
+    first_call
+        .recv()
+        .await
+        .expect("the first call reached the database");
+    let statuses = burst(&app, BURST).await;
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        holder.await.expect("the first webhook"),
+        [StatusCode::SERVICE_UNAVAILABLE]
+    );
+    let busy = log.with("The budget for unverified tokens is in use");
+    assert_eq!(busy.len(), 1, "one line for the whole burst: {busy:#?}");
+    assert_eq!(suppressed(&busy[0]), 0);
+    assert!(busy[0].contains(" WARN "), "{}", busy[0]);
+    // The calls that did get the budget timed out: one line for those too.
+    let timeouts = log.with("Database path failed");
+    assert_eq!(timeouts.len(), 1, "{timeouts:#?}");
+    assert!(timeouts[0].contains("kind=\"timeout\""), "{}", timeouts[0]);
+    let metrics = app.metrics().await;
+    assert_eq!(
+        series(
+            &metrics,
+            "ingest_requests_total",
+            &["route=\"webhook\"", "outcome=\"unavailable\""]
+        ),
+        BURST as u64 + 1,
         "{metrics}"
     );
 }

@@ -18,7 +18,8 @@
 //!   bursts, the known tokens across a restart.
 //! - [`database_tls`]: the direct pool refuses a certificate for another
 //!   name under `verify-full`.
-//! - [`log_flood`]: a burst of webhooks failing alike writes one WARN or
+//! - [`log_flood`]: a burst of webhooks failing alike (database down, spool
+//!   refusing, unverified budget in use) writes one WARN or
 //!   ERROR line per kind and window; `/metrics` counts every one.
 //! - [`log_secrets`]: the binary at `RUST_LOG=trace` logs none of the
 //!   secrets a session request handles.
