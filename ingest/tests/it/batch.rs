@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use ingest::batcher::BatchSettings;
+use ingest::db::DEFAULT_MAX_BATCH_BYTES;
 use reqwest::StatusCode;
 use serde_json::Value;
 use stack_harness::Trader;
@@ -292,48 +293,17 @@ async fn one_alert_that_raises_fails_alone(upstream: Upstream) {
 /// and counted, and the spool empties.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_batch_with_one_alert_that_raises_stores_the_others_and_moves_on() {
-    let dir = tempfile::tempdir().expect("a spool directory");
-    let spooling = || {
-        let mut options = Options::on(Upstream::Switched);
-        options.spool = Some(SpoolLimits {
-            dir: Some(dir.path().to_owned()),
-            ..SpoolLimits::default()
-        });
-        options
-    };
-    // Spooled while PostgREST is down; this ingest stops before it is back.
-    let first = spawn_app(spooling()).await;
-    let holder = first.trader("premium").await;
-    let trader = first.trader("premium").await;
-    let db = first.stack().db().await;
-    let trigger = Trigger::install(&db, &holder, &trader, rand_lock()).await;
-    first.switch().set(Mode::Down);
-    for n in 0..=OTHERS {
-        let (status, _, body) = first
-            .post(&format!("/webhook/u/{}", trader.webhook_token), alert(n))
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "alert {n}: {body}");
-    }
-    let drain = first.shut_down(Duration::from_secs(5)).await;
-    assert_eq!(drain, service_runtime::http::Drain::Complete);
-
-    // The next ingest on the same spool, with the database up, reads all of
-    // them at start and replays them as one batch.
-    let second = spawn_app(spooling()).await;
-    wait_until("the spool to empty", || {
-        let app = &second;
-        async move {
-            let (_, health) = app.get_json("/health").await;
-            health["spool"]["entries"] == 0
-        }
-    })
+    let replay = replayed_after_an_outage(
+        DEFAULT_MAX_BATCH_BYTES as usize,
+        (0..=OTHERS).map(alert).collect(),
+    )
     .await;
-    let (_, health) = second.get_json("/health").await;
+    let (trader, db, health) = (&replay.trader, &replay.db, &replay.health);
     let replayed: &Value = &health["spool"]["replayed"];
     assert_eq!(replayed["accepted"], OTHERS, "{health}");
     assert_eq!(replayed["rejected"], 1, "the one that raised: {health}");
 
-    let rows = stored(&db, &trader).await;
+    let rows = stored(db, trader).await;
     let expected: Vec<String> = (0..=OTHERS)
         .map(alert)
         .filter(|a| !a.contains(RAISES))
@@ -347,7 +317,7 @@ async fn a_replayed_batch_with_one_alert_that_raises_stores_the_others_and_moves
     let transactions: std::collections::HashSet<_> = rows.iter().map(|(_, t)| t).collect();
     assert_eq!(transactions.len(), 1, "one ingest_signals call: {rows:?}");
     assert!(rows[0].1.is_some(), "stamped by the trigger: {rows:?}");
-    trigger.remove(&db).await;
+    replay.trigger.remove(db).await;
 }
 
 /// An alert of about a kilobyte in a call's body (its message is 700
@@ -428,47 +398,11 @@ async fn a_batch_through_postgrest_ends_before_its_body_passes_the_byte_limit() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_through_postgrest_keeps_its_calls_within_the_byte_limit() {
     const SPOOLED: usize = 6;
-    let dir = tempfile::tempdir().expect("a spool directory");
-    let spooling = || {
-        let mut options = Options::on(Upstream::Switched);
-        options.rest_max_batch_bytes = BODY_LIMIT;
-        options.spool = Some(SpoolLimits {
-            dir: Some(dir.path().to_owned()),
-            ..SpoolLimits::default()
-        });
-        options
-    };
-    let first = spawn_app(spooling()).await;
-    let holder = first.trader("premium").await;
-    let trader = first.trader("premium").await;
-    let db = first.stack().db().await;
-    let trigger = Trigger::install(&db, &holder, &trader, rand_lock()).await;
-    first.switch().set(Mode::Down);
-    for n in 0..SPOOLED {
-        let (status, _, body) = first
-            .post(
-                &format!("/webhook/u/{}", trader.webhook_token),
-                long_alert(n),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "alert {n}: {body}");
-    }
-    let drain = first.shut_down(Duration::from_secs(5)).await;
-    assert_eq!(drain, service_runtime::http::Drain::Complete);
-
-    let second = spawn_app(spooling()).await;
-    wait_until("the spool to empty", || {
-        let app = &second;
-        async move {
-            let (_, health) = app.get_json("/health").await;
-            health["spool"]["entries"] == 0
-        }
-    })
-    .await;
-    let (_, health) = second.get_json("/health").await;
+    let replay = replayed_after_an_outage(BODY_LIMIT, (0..SPOOLED).map(long_alert).collect()).await;
+    let (trader, db, health) = (&replay.trader, &replay.db, &replay.health);
     assert_eq!(health["spool"]["replayed"]["accepted"], SPOOLED, "{health}");
 
-    let rows = stored(&db, &trader).await;
+    let rows = stored(db, trader).await;
     let messages: Vec<String> = rows.iter().map(|(raw, _)| raw.clone()).collect();
     assert_eq!(
         messages,
@@ -481,7 +415,65 @@ async fn a_replay_through_postgrest_keeps_its_calls_within_the_byte_limit() {
         [2; SPOOLED / 2],
         "calls of two alerts"
     );
-    trigger.remove(&db).await;
+    replay.trigger.remove(db).await;
+}
+
+/// What [`replayed_after_an_outage`] leaves for the test to check.
+struct Replay {
+    trader: Trader,
+    db: Client,
+    /// The second ingest's `/health` once its spool is empty.
+    health: Value,
+    trigger: Trigger,
+}
+
+/// Spools `messages` of a new trader while PostgREST is down, on an ingest
+/// that stops before it is back; then starts the next ingest on the same
+/// spool with the database up (PostgREST calls of at most
+/// `rest_max_batch_bytes`) and waits until it has replayed them all. The
+/// trader's stored signals are stamped by a [`Trigger`].
+async fn replayed_after_an_outage(rest_max_batch_bytes: usize, messages: Vec<String>) -> Replay {
+    let dir = tempfile::tempdir().expect("a spool directory");
+    let spooling = || {
+        let mut options = Options::on(Upstream::Switched);
+        options.rest_max_batch_bytes = rest_max_batch_bytes;
+        options.spool = Some(SpoolLimits {
+            dir: Some(dir.path().to_owned()),
+            ..SpoolLimits::default()
+        });
+        options
+    };
+    let first = spawn_app(spooling()).await;
+    let holder = first.trader("premium").await;
+    let trader = first.trader("premium").await;
+    let db = first.stack().db().await;
+    let trigger = Trigger::install(&db, &holder, &trader, rand_lock()).await;
+    first.switch().set(Mode::Down);
+    for (n, message) in messages.into_iter().enumerate() {
+        let url = format!("/webhook/u/{}", trader.webhook_token);
+        let (status, _, body) = first.post(&url, message).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "alert {n}: {body}");
+    }
+    let drain = first.shut_down(Duration::from_secs(5)).await;
+    assert_eq!(drain, service_runtime::http::Drain::Complete);
+
+    // The next ingest reads every spooled alert at start and replays them.
+    let second = spawn_app(spooling()).await;
+    wait_until("the spool to empty", || {
+        let app = &second;
+        async move {
+            let (_, health) = app.get_json("/health").await;
+            health["spool"]["entries"] == 0
+        }
+    })
+    .await;
+    let (_, health) = second.get_json("/health").await;
+    Replay {
+        trader,
+        db,
+        health,
+        trigger,
+    }
 }
 
 /// An advisory lock key of this test's own.
